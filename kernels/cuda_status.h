@@ -18,12 +18,11 @@ namespace eplb {
 inline absl::Status CudaStatus(cudaError_t err, const char* expr, const char* file, int line) {
   if (err == cudaSuccess) return absl::OkStatus();
   // No device or no driver is a precondition of the machine, not an internal fault.
-  const absl::StatusCode code =
-      (err == cudaErrorNoDevice || err == cudaErrorInsufficientDriver)
-          ? absl::StatusCode::kFailedPrecondition
-          : absl::StatusCode::kInternal;
-  return absl::Status(code, absl::StrCat(file, ":", line, ": ", expr, ": ",
-                                         cudaGetErrorName(err), ": ", cudaGetErrorString(err)));
+  const absl::StatusCode code = (err == cudaErrorNoDevice || err == cudaErrorInsufficientDriver)
+                                    ? absl::StatusCode::kFailedPrecondition
+                                    : absl::StatusCode::kInternal;
+  return absl::Status(code, absl::StrCat(file, ":", line, ": ", expr, ": ", cudaGetErrorName(err),
+                                         ": ", cudaGetErrorString(err)));
 }
 
 // True when a CUDA device is usable here (false on machines with no GPU or driver).
@@ -34,10 +33,10 @@ inline bool CudaDeviceAvailable() {
 
 }  // namespace eplb
 
-#define EPLB_CUDA_RETURN_IF_ERROR(expr)                                               \
-  do {                                                                                \
+#define EPLB_CUDA_RETURN_IF_ERROR(expr)                                                       \
+  do {                                                                                        \
     ::absl::Status eplb_cuda_status_ = ::eplb::CudaStatus((expr), #expr, __FILE__, __LINE__); \
-    if (!eplb_cuda_status_.ok()) return eplb_cuda_status_;                            \
+    if (!eplb_cuda_status_.ok()) return eplb_cuda_status_;                                    \
   } while (false)
 
 // After a kernel launch: the launch error, if any.

@@ -14,8 +14,8 @@ namespace eplb {
 namespace testing {
 
 // Skips the current test when no CUDA device is usable (CPU-only machines, CI).
-#define EPLB_SKIP_WITHOUT_GPU()                                         \
-  do {                                                                  \
+#define EPLB_SKIP_WITHOUT_GPU()                                           \
+  do {                                                                    \
     if (!::eplb::CudaDeviceAvailable()) GTEST_SKIP() << "no CUDA device"; \
   } while (false)
 

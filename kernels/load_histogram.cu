@@ -37,7 +37,8 @@ __global__ void LoadHistogramKernel(const Id* __restrict__ ids, int64_t n, int n
       atomicAdd(&counts[id], 1ull);
     }
   }
-  if (bad != 0 && out_of_range != nullptr) atomicAdd(out_of_range, static_cast<unsigned long long>(bad));
+  if (bad != 0 && out_of_range != nullptr)
+    atomicAdd(out_of_range, static_cast<unsigned long long>(bad));
   if (kShared) {
     __syncthreads();
     for (int i = threadIdx.x; i < num_physical; i += blockDim.x) {
@@ -50,9 +51,8 @@ template <typename Id>
 absl::Status Launch(const Id* ids, int64_t n, int num_physical, int64_t* counts,
                     int64_t* out_of_range, cudaStream_t stream) {
   if (n < 0 || num_physical <= 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("histogram needs n >= 0 and num_physical > 0, got n=", n,
-                     " num_physical=", num_physical));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "histogram needs n >= 0 and num_physical > 0, got n=", n, " num_physical=", num_physical));
   }
   if (n == 0) return absl::OkStatus();
   // Enough blocks to fill the GPU at prefill sizes, few at decode sizes (each block clears and
@@ -62,8 +62,9 @@ absl::Status Launch(const Id* ids, int64_t n, int num_physical, int64_t* counts,
   auto* c = reinterpret_cast<unsigned long long*>(counts);
   auto* bad = reinterpret_cast<unsigned long long*>(out_of_range);
   if (num_physical <= kMaxSharedBins) {
-    LoadHistogramKernel<Id, true><<<blocks, kThreads, num_physical * sizeof(unsigned int), stream>>>(
-        ids, n, num_physical, c, bad);
+    LoadHistogramKernel<Id, true>
+        <<<blocks, kThreads, num_physical * sizeof(unsigned int), stream>>>(ids, n, num_physical, c,
+                                                                            bad);
   } else {
     LoadHistogramKernel<Id, false><<<blocks, kThreads, 0, stream>>>(ids, n, num_physical, c, bad);
   }

@@ -1,5 +1,7 @@
 // The histogram kernel against its CPU twin on fresh random inputs each run. CPU cases always
 // run; GPU cases skip on machines without a device.
+#include "kernels/load_histogram.h"
+
 #include <cmath>
 #include <cstdint>
 #include <random>
@@ -8,7 +10,6 @@
 #include "core/test_util.h"
 #include "gtest/gtest.h"
 #include "kernels/gpu_test_util.h"
-#include "kernels/load_histogram.h"
 
 namespace eplb {
 namespace {
@@ -40,8 +41,8 @@ TEST(LoadHistogramRefTest, CountsSkipsPaddingAndReportsOutOfRange) {
 template <typename Id>
 void CheckAgainstTwin(int64_t n, int num_physical) {
   const uint64_t seed = testing::FreshSeed();
-  SCOPED_TRACE(::testing::Message() << "EPLB_TEST_SEED=" << seed << " n=" << n
-                                    << " P=" << num_physical);
+  SCOPED_TRACE(::testing::Message()
+               << "EPLB_TEST_SEED=" << seed << " n=" << n << " P=" << num_physical);
   std::mt19937_64 rng(seed);
   std::vector<Id> ids = RandomIds<Id>(rng, n, num_physical, 2.0);
   if (n > 10) ids[n / 2] = static_cast<Id>(num_physical + 3);  // one out of range
@@ -54,8 +55,8 @@ void CheckAgainstTwin(int64_t n, int num_physical) {
   testing::DeviceBuffer<Id> d_ids(ids);
   testing::DeviceBuffer<int64_t> d_counts(base);  // accumulates onto existing counts
   testing::DeviceBuffer<int64_t> d_bad(std::vector<int64_t>{0});
-  ASSERT_TRUE(LaunchLoadHistogram(d_ids.get(), n, num_physical, d_counts.get(), d_bad.get(), nullptr)
-                  .ok());
+  ASSERT_TRUE(
+      LaunchLoadHistogram(d_ids.get(), n, num_physical, d_counts.get(), d_bad.get(), nullptr).ok());
   ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
   EXPECT_EQ(d_counts.Download(), want);
   EXPECT_EQ(d_bad.Download()[0], want_bad);
@@ -77,10 +78,10 @@ TEST(LoadHistogramGpuTest, MatchesTwinInt64) {
 
 TEST(LoadHistogramGpuTest, RejectsBadArguments) {
   EPLB_SKIP_WITHOUT_GPU();
-  EXPECT_EQ(LaunchLoadHistogram(static_cast<const int32_t*>(nullptr), -1, 8, nullptr, nullptr,
-                                nullptr)
-                .code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(
+      LaunchLoadHistogram(static_cast<const int32_t*>(nullptr), -1, 8, nullptr, nullptr, nullptr)
+          .code(),
+      absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace

@@ -11,6 +11,8 @@ namespace {
 constexpr double kEps = 1e-9;
 constexpr int kCountSearchRounds = 48;
 constexpr int kDonorsPerRound = 3;
+// Close enough to the bound total / W that further search cannot pay for itself.
+constexpr double kTolerance = 1e-3;
 
 struct Packed {
   std::vector<std::vector<int32_t>> gpu;  // experts per GPU
@@ -38,8 +40,9 @@ std::vector<int> GreedyCounts(const std::vector<double>& w, int slots, int cap) 
   return c;
 }
 
+// `bound`: total / num_gpus; refinement stops once the max is within kTolerance of it.
 Packed Pack(const std::vector<double>& w, const std::vector<int>& count, int num_gpus, int rows,
-            bool no_dup) {
+            bool no_dup, double bound) {
   struct Item {
     double size;
     int32_t expert;
@@ -72,6 +75,7 @@ Packed Pack(const std::vector<double>& w, const std::vector<int>& count, int num
   for (size_t e = 0; e < w.size(); ++e) size[e] = count[e] > 0 ? w[e] / count[e] : 0;
   for (int round = 0; round < 4 * num_gpus; ++round) {
     const int h = static_cast<int>(std::max_element(p.load.begin(), p.load.end()) - p.load.begin());
+    if (p.load[h] <= bound * (1 + kTolerance)) break;
     double best_max = p.load[h] - kEps;
     int bi = -1, bg = -1, bj = -1;
     for (int i = 0; i < static_cast<int>(p.gpu[h].size()); ++i) {
@@ -130,12 +134,16 @@ GpuAssignment SolveBalancedLayer(const std::vector<double>& weight, int num_gpus
   const int n = static_cast<int>(weight.size());
   const int slots = num_gpus * rows_per_gpu;
   // No duplicates is only possible when every expert fits at most once per GPU.
-  const bool no_dup = forbid_duplicate_on_gpu && rows_per_gpu <= n &&
-                      static_cast<int64_t>(n) * num_gpus >= slots;
+  const bool no_dup =
+      forbid_duplicate_on_gpu && rows_per_gpu <= n && static_cast<int64_t>(n) * num_gpus >= slots;
   const int cap = no_dup ? num_gpus : slots;
+  double total = 0;
+  for (double x : weight) total += x;
+  const double bound = total / num_gpus;
   std::vector<int> count = GreedyCounts(weight, slots, cap);
-  Packed best = Pack(weight, count, num_gpus, rows_per_gpu, no_dup);
+  Packed best = Pack(weight, count, num_gpus, rows_per_gpu, no_dup, bound);
   for (int round = 0; round < kCountSearchRounds; ++round) {
+    if (best.max_load <= bound * (1 + kTolerance)) break;
     // The receiver: the biggest replica on the heaviest GPU.
     const int h =
         static_cast<int>(std::max_element(best.load.begin(), best.load.end()) - best.load.begin());
@@ -161,7 +169,7 @@ GpuAssignment SolveBalancedLayer(const std::vector<double>& weight, int num_gpus
       std::vector<int> trial = count;
       ++trial[b];
       --trial[donors[i]];
-      Packed p = Pack(weight, trial, num_gpus, rows_per_gpu, no_dup);
+      Packed p = Pack(weight, trial, num_gpus, rows_per_gpu, no_dup, bound);
       if (p.max_load < best.max_load - kEps) {
         best = std::move(p);
         count = std::move(trial);

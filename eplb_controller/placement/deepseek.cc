@@ -60,8 +60,7 @@ void BalancedPacking(const std::vector<float>& weight, int num_packs, std::vecto
   }
   std::vector<int> order(n);
   std::iota(order.begin(), order.end(), 0);
-  std::stable_sort(order.begin(), order.end(),
-                   [&](int a, int b) { return weight[a] > weight[b]; });
+  std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return weight[a] > weight[b]; });
   std::vector<float> pack_weight(num_packs, 0.0f);
   std::vector<int> pack_items(num_packs, 0);
   for (int item : order) {
@@ -111,7 +110,8 @@ DeepSeekLayer DeepSeekRebalanceLayer(const std::vector<float>& weight, int num_p
   for (int node = 0; node < num_nodes; ++node) {
     // Step 2: replicate the node's experts to its physical slots.
     std::vector<float> node_weight(log_per_node);
-    for (int i = 0; i < log_per_node; ++i) node_weight[i] = weight[mlog2log[node * log_per_node + i]];
+    for (int i = 0; i < log_per_node; ++i)
+      node_weight[i] = weight[mlog2log[node * log_per_node + i]];
     const Replicated rep = Replicate(node_weight, phy_per_node);
     // Step 3: pack the node's replicas (load = weight / count) onto its GPUs.
     std::vector<float> phy_weight(phy_per_node);

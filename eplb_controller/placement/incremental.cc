@@ -99,9 +99,9 @@ absl::Status LayerState::EnsureEveryExpertPlaced() {
   }
   if (!unplaced.empty()) {
     return absl::FailedPreconditionError(absl::StrCat(
-        "no live row can hold logical experts [", absl::StrJoin(unplaced, ","), "]: ",
-        num_gpus_, " live ranks x ", rows_per_gpu_, " rows = ", num_gpus_ * rows_per_gpu_,
-        " rows for ", num_experts_, " experts; revive ranks or add redundant slots"));
+        "no live row can hold logical experts [", absl::StrJoin(unplaced, ","), "]: ", num_gpus_,
+        " live ranks x ", rows_per_gpu_, " rows = ", num_gpus_ * rows_per_gpu_, " rows for ",
+        num_experts_, " experts; revive ranks or add redundant slots"));
   }
   return absl::OkStatus();
 }
@@ -152,8 +152,7 @@ bool LayerState::Step(int64_t budget) {
         const double sy = Size(y);
         if (sy >= sx) continue;
         if (no_dup_ && Held(h, y) > 0) continue;
-        const double nm =
-            std::max({load_[h] - sx + sy, load_[g] - sy + sx, others_max(h, g)});
+        const double nm = std::max({load_[h] - sx + sy, load_[g] - sy + sx, others_max(h, g)});
         const int cost = InCost(g, x) + OutCost(h, x) + InCost(h, y) + OutCost(g, y);
         consider(nm, cost, 0, i, g, j, -1);
       }

@@ -18,8 +18,8 @@ namespace placement {
 class LayerState {
  public:
   // rows: [num_gpus * rows_per_gpu] logical ids of the live GPUs' rows, GPU-major.
-  LayerState(std::vector<double> weight, int num_gpus, int rows_per_gpu,
-             std::vector<int32_t> rows, bool forbid_duplicate_on_gpu);
+  LayerState(std::vector<double> weight, int num_gpus, int rows_per_gpu, std::vector<int32_t> rows,
+             bool forbid_duplicate_on_gpu);
 
   // Gives every expert without a live replica one, re-pointing the row whose loss hurts least.
   // FailedPrecondition naming the experts when no row can be freed. Each costs a move.
@@ -37,7 +37,9 @@ class LayerState {
  private:
   double Size(int32_t e) const { return weight_[e] / count_[e]; }
   int& Held(int g, int32_t e) { return held_[static_cast<size_t>(g) * num_experts_ + e]; }
-  int HeldOld(int g, int32_t e) const { return held_old_[static_cast<size_t>(g) * num_experts_ + e]; }
+  int HeldOld(int g, int32_t e) const {
+    return held_old_[static_cast<size_t>(g) * num_experts_ + e];
+  }
   // Move-count change of taking one `e` into (+1) or out of (-1) GPU g.
   int InCost(int g, int32_t e) { return Held(g, e) >= HeldOld(g, e) ? 1 : 0; }
   int OutCost(int g, int32_t e) { return Held(g, e) > HeldOld(g, e) ? -1 : 0; }

@@ -37,8 +37,8 @@ absl::Status Validate(const Problem& pr, int* num_logical) {
     for (int e = 0; e < e_count; ++e) {
       const double x = (*pr.load)[l][e];
       if (!(x >= 0) || x > 1e300) {
-        return absl::InvalidArgumentError(absl::StrCat("load[", l, "][", e, "] = ", x,
-                                                       "; expected a finite value >= 0"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("load[", l, "][", e, "] = ", x, "; expected a finite value >= 0"));
       }
     }
   }
@@ -51,14 +51,13 @@ absl::Status Validate(const Problem& pr, int* num_logical) {
                                                    " logical experts; expected P >= E"));
   }
   if (pr.num_physical % pr.ep_size != 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("num_physical P=", pr.num_physical, " is not divisible by ep_size W=",
-                     pr.ep_size, "; try P=", NearestMultiples(pr.num_physical, pr.ep_size)));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "num_physical P=", pr.num_physical, " is not divisible by ep_size W=", pr.ep_size,
+        "; try P=", NearestMultiples(pr.num_physical, pr.ep_size)));
   }
   if (pr.num_nodes <= 0 || pr.ep_size % pr.num_nodes != 0) {
-    return absl::InvalidArgumentError(absl::StrCat("num_nodes N=", pr.num_nodes,
-                                                   " must be positive and divide ep_size W=",
-                                                   pr.ep_size));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "num_nodes N=", pr.num_nodes, " must be positive and divide ep_size W=", pr.ep_size));
   }
   if (pr.num_groups <= 0 || e_count % pr.num_groups != 0) {
     return absl::InvalidArgumentError(absl::StrCat("num_groups G=", pr.num_groups,
@@ -130,8 +129,8 @@ absl::StatusOr<Algorithm> ParseAlgorithm(absl::string_view name) {
   if (name == "deepseek") return Algorithm::kDeepSeek;
   if (name == "balanced") return Algorithm::kBalanced;
   if (name == "incremental") return Algorithm::kIncremental;
-  return absl::InvalidArgumentError(absl::StrCat(
-      "unknown algorithm \"", name, "\"; expected deepseek, balanced or incremental"));
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown algorithm \"", name, "\"; expected deepseek, balanced or incremental"));
 }
 
 const char* AlgorithmName(Algorithm a) {
@@ -166,8 +165,7 @@ int64_t MovedReplicas(const std::vector<int32_t>& before, const std::vector<int3
   return moved;
 }
 
-PlanStats EvaluatePlacement(const Problem& pr,
-                            const std::vector<std::vector<int32_t>>& p2l,
+PlanStats EvaluatePlacement(const Problem& pr, const std::vector<std::vector<int32_t>>& p2l,
                             const PlacementMap* current, double bytes_per_expert) {
   PlanStats st;
   const int rows = pr.num_physical / pr.ep_size;
@@ -208,10 +206,10 @@ absl::StatusOr<Plan> ComputePlan(const Problem& pr, const Options& opt) {
   if (opt.current != nullptr &&
       (opt.current->num_logical() != e_count || opt.current->num_physical() != pr.num_physical ||
        opt.current->num_layers() != layers)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "current placement has shape [", opt.current->num_layers(), "][",
-        opt.current->num_physical(), "] over E=", opt.current->num_logical(), "; expected [",
-        layers, "][", pr.num_physical, "] over E=", e_count));
+    return absl::InvalidArgumentError(
+        absl::StrCat("current placement has shape [", opt.current->num_layers(), "][",
+                     opt.current->num_physical(), "] over E=", opt.current->num_logical(),
+                     "; expected [", layers, "][", pr.num_physical, "] over E=", e_count));
   }
   if (opt.algorithm == Algorithm::kIncremental && opt.current == nullptr) {
     return absl::InvalidArgumentError("the incremental algorithm needs the current placement");
@@ -269,8 +267,9 @@ absl::StatusOr<Plan> ComputePlan(const Problem& pr, const Options& opt) {
     // DeepSeek's layer on the live GPUs (also the floor `balanced` never goes below).
     const std::vector<float> wf(w.begin(), w.end());
     const bool hier = hierarchical_ok && (keep_locality || opt.algorithm == Algorithm::kDeepSeek);
-    DeepSeekLayer ds = hier ? DeepSeekRebalanceLayer(wf, p_live, pr.num_groups, pr.num_nodes, w_live)
-                            : DeepSeekRebalanceLayer(wf, p_live, 1, 1, w_live);
+    DeepSeekLayer ds = hier
+                           ? DeepSeekRebalanceLayer(wf, p_live, pr.num_groups, pr.num_nodes, w_live)
+                           : DeepSeekRebalanceLayer(wf, p_live, 1, 1, w_live);
     std::vector<std::vector<int32_t>> ds_gpus(w_live);
     for (int i = 0; i < w_live; ++i) {
       ds_gpus[i].assign(ds.physical_to_logical.begin() + i * rows,
@@ -355,8 +354,8 @@ absl::StatusOr<Plan> ComputePlan(const Problem& pr, const Options& opt) {
       if (opt.target_balancedness > 0) {
         targets[l] = opt.target_balancedness;
       } else {
-        const GpuAssignment best = SolveBalancedLayer((*pr.load)[l], w_live, rows,
-                                                      opt.forbid_duplicate_on_gpu);
+        const GpuAssignment best =
+            SolveBalancedLayer((*pr.load)[l], w_live, rows, opt.forbid_duplicate_on_gpu);
         const double mean = states[l].mean_load();
         targets[l] = best.max_load > 0 ? 0.99 * mean / best.max_load : 1.0;
       }
@@ -396,7 +395,8 @@ absl::StatusOr<Plan> ComputePlan(const Problem& pr, const Options& opt) {
   int width = 1;
   for (int l = 0; l < layers; ++l) {
     for (int g : live) {
-      for (int p = g * rows; p < (g + 1) * rows; ++p) ++plan.replica_count[l][plan.physical_to_logical[l][p]];
+      for (int p = g * rows; p < (g + 1) * rows; ++p)
+        ++plan.replica_count[l][plan.physical_to_logical[l][p]];
     }
     for (int c : plan.replica_count[l]) width = std::max(width, c);
   }

@@ -89,9 +89,9 @@ struct PlanStats {
 };
 
 struct Plan {
-  std::vector<std::vector<int32_t>> physical_to_logical;                 // [layers][P]
+  std::vector<std::vector<int32_t>> physical_to_logical;                   // [layers][P]
   std::vector<std::vector<std::vector<int32_t>>> logical_to_all_physical;  // [layers][E][X]
-  std::vector<std::vector<int32_t>> replica_count;                       // [layers][E]
+  std::vector<std::vector<int32_t>> replica_count;                         // [layers][E]
   std::vector<int> dead_ranks;
   PlanStats stats;
 };

@@ -31,8 +31,12 @@ Json Vectors() {
 TEST(DeepSeekTest, ReproducesTheReadmeExample) {
   const Json c = Vectors()["deepseek_readme_example"];
   LoadMatrix load = c["weight"].get<LoadMatrix>();
-  Problem pr{&load, c["num_physical"].get<int>(), c["ep_size"].get<int>(),
-             c["num_nodes"].get<int>(), c["num_groups"].get<int>(), {}};
+  Problem pr{&load,
+             c["num_physical"].get<int>(),
+             c["ep_size"].get<int>(),
+             c["num_nodes"].get<int>(),
+             c["num_groups"].get<int>(),
+             {}};
   Options o;
   o.algorithm = Algorithm::kDeepSeek;
   auto plan = ComputePlan(pr, o);
@@ -62,7 +66,8 @@ TEST(DeepSeekTest, GreedyCaseFromTheSpec) {
   o.algorithm = Algorithm::kDeepSeek;
   auto ds = ComputePlan(pr, o);
   ASSERT_TRUE(ds.ok());
-  EXPECT_DOUBLE_EQ(ds->stats.layers[0].max_gpu_load, c["deepseek_greedy_max_gpu_load"].get<double>());
+  EXPECT_DOUBLE_EQ(ds->stats.layers[0].max_gpu_load,
+                   c["deepseek_greedy_max_gpu_load"].get<double>());
   o.algorithm = Algorithm::kBalanced;
   auto ours = ComputePlan(pr, o);
   ASSERT_TRUE(ours.ok());
@@ -188,7 +193,8 @@ TEST(PlacementTest, IncrementalKeepsRowsAndRespectsBudget) {
   // Unchanged rows: every row either kept its expert or counts toward a move.
   int changed = 0;
   for (int l = 0; l < 4; ++l) {
-    for (int p = 0; p < 80; ++p) changed += plan->physical_to_logical[l][p] != current->physical_to_logical(l)[p];
+    for (int p = 0; p < 80; ++p)
+      changed += plan->physical_to_logical[l][p] != current->physical_to_logical(l)[p];
   }
   EXPECT_LE(changed, 2 * 5);
   // Unlimited budget: at least as balanced, and fewer moves than a from-scratch plan.
@@ -224,7 +230,8 @@ TEST(PlacementTest, DeadRanksArePlannedAround) {
     }
   }
   // Incremental: experts only on the dead ranks are re-homed.
-  auto current = PlacementMap::Create(32, 48, ComputePlan({&load, 48, 8, 2, 8, {}}, {})->physical_to_logical);
+  auto current =
+      PlacementMap::Create(32, 48, ComputePlan({&load, 48, 8, 2, 8, {}}, {})->physical_to_logical);
   ASSERT_TRUE(current.ok());
   Options inc;
   inc.algorithm = Algorithm::kIncremental;
@@ -249,7 +256,8 @@ TEST(PlacementTest, BadInputNamesTheValue) {
   EXPECT_THAT(ComputePlan({&load, 8, 4, 3, 1, {}}, {}).status().message(), HasSubstr("N=3"));
   EXPECT_THAT(ComputePlan({&load, 8, 4, 1, 3, {}}, {}).status().message(), HasSubstr("G=3"));
   EXPECT_THAT(ComputePlan({&load, 2, 2, 1, 1, {}}, {}).status().message(), HasSubstr("P >= E"));
-  EXPECT_THAT(ComputePlan({&load, 8, 4, 1, 1, {4}}, {}).status().message(), HasSubstr("dead rank 4"));
+  EXPECT_THAT(ComputePlan({&load, 8, 4, 1, 1, {4}}, {}).status().message(),
+              HasSubstr("dead rank 4"));
   LoadMatrix neg = {{1, -2, 3, 4}};
   EXPECT_THAT(ComputePlan({&neg, 8, 4, 1, 1, {}}, {}).status().message(), HasSubstr("load[0][1]"));
   Options inc;

@@ -14,8 +14,8 @@ namespace placement {
 struct SyntheticLoadOptions {
   int num_layers = 58;
   int num_logical = 256;
-  double zipf = 1.0;           // load of the k-th hottest expert ~ 1 / k^zipf
-  double tokens = 1e6;         // expected (token, k) pairs per layer
+  double zipf = 1.0;    // load of the k-th hottest expert ~ 1 / k^zipf
+  double tokens = 1e6;  // expected (token, k) pairs per layer
   int num_groups = 8;
   double group_concentration = 0;  // 0: none; 1: all load in 2 of the groups
   uint64_t seed = 1;

@@ -42,8 +42,8 @@ TEST(ToolchainTest, GrpcOverLoopbackOnAnEphemeralPort) {
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   ASSERT_NE(server, nullptr);
   ASSERT_GT(port, 0);
-  auto stub = v1::EplbAdminService::NewStub(grpc::CreateChannel(
-      "127.0.0.1:" + std::to_string(port), grpc::InsecureChannelCredentials()));
+  auto stub = v1::EplbAdminService::NewStub(
+      grpc::CreateChannel("127.0.0.1:" + std::to_string(port), grpc::InsecureChannelCredentials()));
   grpc::ClientContext ctx;
   v1::Placement placement;
   grpc::Status s = stub->GetPlacement(&ctx, v1::GetPlacementRequest(), &placement);
