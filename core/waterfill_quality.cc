@@ -21,8 +21,9 @@ double Median(std::vector<double> v) {
 }
 
 int Main() {
-  std::printf("| W | tokens | K | zipf | sglang max/T (median) | exact max/T (median) | "
-              "optimum max/T (median) |\n|---|---|---|---|---|---|---|\n");
+  std::printf(
+      "| W | tokens | K | zipf | sglang max/T (median) | exact max/T (median) | "
+      "optimum max/T (median) |\n|---|---|---|---|---|---|---|\n");
   // After EPLB the routed load is near-uniform (zipf 0) or mildly skewed; under strong skew the
   // routed max alone sets max/T and no shared-expert policy matters.
   for (double zipf : {0.0, 0.3, 1.2}) {

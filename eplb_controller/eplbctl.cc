@@ -140,7 +140,8 @@ class Flags {
 absl::StatusOr<PlacementMap> LoadPlacement(const std::string& path, int num_logical) {
   EPLB_ASSIGN_OR_RETURN(std::string text, ReadFileToString(path));
   auto rows = ParsePlacementJson(text);
-  if (!rows.ok()) return absl::InvalidArgumentError(absl::StrCat(path, ": ", rows.status().message()));
+  if (!rows.ok())
+    return absl::InvalidArgumentError(absl::StrCat(path, ": ", rows.status().message()));
   int max_id = -1;
   for (const auto& row : *rows) {
     for (int32_t e : row) max_id = std::max(max_id, e);
@@ -148,13 +149,15 @@ absl::StatusOr<PlacementMap> LoadPlacement(const std::string& path, int num_logi
   const int e_count = num_logical > 0 ? num_logical : max_id + 1;
   const int p_count = static_cast<int>((*rows)[0].size());
   auto map = PlacementMap::Create(e_count, p_count, *std::move(rows));
-  if (!map.ok()) return absl::InvalidArgumentError(absl::StrCat(path, ": ", map.status().message()));
+  if (!map.ok())
+    return absl::InvalidArgumentError(absl::StrCat(path, ": ", map.status().message()));
   return map;
 }
 
 absl::Status CheckLayer(int layer, const PlacementMap& map) {
   if (layer < 0 || layer >= map.num_layers()) {
-    return absl::InvalidArgumentError(absl::StrCat("--layer ", layer, " is out of range; the "
+    return absl::InvalidArgumentError(absl::StrCat("--layer ", layer,
+                                                   " is out of range; the "
                                                    "placement has layers [0, ",
                                                    map.num_layers(), ")"));
   }
@@ -175,9 +178,9 @@ absl::StatusOr<Json> Layout(const Flags& f) {
     EPLB_ASSIGN_OR_RETURN(std::string path, f.Str("placement"));
     EPLB_ASSIGN_OR_RETURN(map, LoadPlacement(path, c.num_logical));
     if (map->num_physical() != layout.num_physical()) {
-      return absl::InvalidArgumentError(absl::StrCat(path, " has ", map->num_physical(),
-                                                     " physical slots per layer; the layout has P=",
-                                                     layout.num_physical()));
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, " has ", map->num_physical(),
+                       " physical slots per layer; the layout has P=", layout.num_physical()));
     }
     EPLB_ASSIGN_OR_RETURN(layer, f.Int("layer", 0));
     EPLB_RETURN_IF_ERROR(CheckLayer(layer, *map));
@@ -195,7 +198,8 @@ absl::StatusOr<Json> Layout(const Flags& f) {
   j["slots_per_rank"] = layout.slots_per_rank();
   j["num_slots"] = layout.num_slots();
   std::vector<int64_t> routed;
-  for (int p = 0; p < layout.num_physical(); ++p) routed.push_back(layout.SlotOf(PhysicalId(p)).value());
+  for (int p = 0; p < layout.num_physical(); ++p)
+    routed.push_back(layout.SlotOf(PhysicalId(p)).value());
   j["routed_slot_of_physical"] = routed;
   Json shared = Json::array();
   for (int r = 0; r < layout.ep_size(); ++r) {
@@ -241,7 +245,8 @@ absl::StatusOr<Json> Route(const Flags& f) {
   if (topk.empty()) return absl::InvalidArgumentError("missing --topk (logical ids, e.g. 3,17)");
   for (int64_t e : topk) {
     if (e >= layout.num_logical()) {
-      return absl::InvalidArgumentError(absl::StrCat("--topk id ", e, " is out of range; expected [0, ",
+      return absl::InvalidArgumentError(absl::StrCat("--topk id ", e,
+                                                     " is out of range; expected [0, ",
                                                      layout.num_logical(), ") or -1 for padding"));
     }
   }
@@ -266,18 +271,20 @@ absl::StatusOr<Json> Route(const Flags& f) {
                                                    " must satisfy 0 <= row and batch >= 1"));
   }
   if (!batch_load.empty() && static_cast<int>(batch_load.size()) != layout.ep_size()) {
-    return absl::InvalidArgumentError(absl::StrCat("--batch-routed-load has ", batch_load.size(),
-                                                   " entries; expected one per rank (W=",
-                                                   layout.ep_size(), ")"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--batch-routed-load has ", batch_load.size(),
+                     " entries; expected one per rank (W=", layout.ep_size(), ")"));
   }
   o.top_k = static_cast<int>(topk.size());
   EPLB_ASSIGN_OR_RETURN(StaticDispatch tables, StaticDispatch::Build(layout, map));
   std::vector<int64_t> physical;
   for (int k = 0; k < o.top_k; ++k) {
-    physical.push_back(DispatchOne(map, tables, o, row, k, LogicalId(topk[k] < 0 ? -1 : topk[k])).value());
+    physical.push_back(
+        DispatchOne(map, tables, o, row, k, LogicalId(topk[k] < 0 ? -1 : topk[k])).value());
   }
   // Waterfill: the plan is the batch's routed load per rank (this token alone if not given).
-  std::vector<int64_t> load = batch_load.empty() ? CountRoutedPerRank(layout, physical) : batch_load;
+  std::vector<int64_t> load =
+      batch_load.empty() ? CountRoutedPerRank(layout, physical) : batch_load;
   for (int64_t v : load) {
     if (v < 0) return absl::InvalidArgumentError("--batch-routed-load values must be >= 0");
   }
@@ -288,11 +295,12 @@ absl::StatusOr<Json> Route(const Flags& f) {
   const int min_batch = batch < kWaterfillMinBatch ? row + 2 : 0;
   int32_t shared_rank = -1;
   if (layout.num_shared() > 0) {
-    shared_rank = AssignSharedRanks(layout, fake, o.top_k, o.rank, plan, o.waterfill, min_batch)[row];
+    shared_rank =
+        AssignSharedRanks(layout, fake, o.top_k, o.rank, plan, o.waterfill, min_batch)[row];
     if (o.waterfill == WaterfillPolicy::kExact) {
       // Exact levelling assigns whole batches; for one token report the SGLang-style choice.
-      shared_rank = AssignSharedRanks(layout, fake, o.top_k, o.rank, plan,
-                                      WaterfillPolicy::kSglang, min_batch)[row];
+      shared_rank = AssignSharedRanks(layout, fake, o.top_k, o.rank, plan, WaterfillPolicy::kSglang,
+                                      min_batch)[row];
     }
   }
   std::vector<int64_t> slots;
@@ -324,10 +332,10 @@ absl::StatusOr<Json> Route(const Flags& f) {
   w["headroom"] = Headroom(plan, o.rank);
   w["shared_rank"] = shared_rank;
   w["shared_slot"] = shared_rank >= 0 ? layout.SharedSlot(shared_rank).value() : -1;
-  w["reason"] = layout.num_shared() == 0           ? "no fused shared expert (S=0)"
-                : accounting.empty()               ? "no valid routed id: no shared expert"
-                : batch < kWaterfillMinBatch       ? "batch under 64 tokens: shared expert stays local"
-                                                   : "waterfill pick by headroom and row hash";
+  w["reason"] = layout.num_shared() == 0     ? "no fused shared expert (S=0)"
+                : accounting.empty()         ? "no valid routed id: no shared expert"
+                : batch < kWaterfillMinBatch ? "batch under 64 tokens: shared expert stays local"
+                                             : "waterfill pick by headroom and row hash";
   j["waterfill"] = w;
   return j;
 }
@@ -336,7 +344,8 @@ absl::StatusOr<Json> PlanCmd(const Flags& f) {
   EPLB_ASSIGN_OR_RETURN(std::string load_path, f.Str("load"));
   EPLB_ASSIGN_OR_RETURN(std::string text, ReadFileToString(load_path));
   auto load = ParseLoadJson(text);
-  if (!load.ok()) return absl::InvalidArgumentError(absl::StrCat(load_path, ": ", load.status().message()));
+  if (!load.ok())
+    return absl::InvalidArgumentError(absl::StrCat(load_path, ": ", load.status().message()));
   placement::Problem pr;
   pr.load = &*load;
   EPLB_ASSIGN_OR_RETURN(pr.num_physical, f.Int("num-physical"));
@@ -432,8 +441,8 @@ int RunEplbctl(const std::vector<std::string>& args, std::ostream& out, std::ost
   } else if (cmd == "plan") {
     auto f = Flags::Parse(args, 1,
                           {"load", "num-physical", "ep-size", "num-nodes", "num-groups",
-                           "algorithm", "current", "dead-ranks", "max-moves",
-                           "target-balancedness", "node-locality", "bytes-per-expert", "out"},
+                           "algorithm", "current", "dead-ranks", "max-moves", "target-balancedness",
+                           "node-locality", "bytes-per-expert", "out"},
                           {"forbid-duplicates"});
     result = f.ok() ? PlanCmd(*f) : absl::StatusOr<Json>(f.status());
     if (result.ok() && f->Has("out")) {

@@ -101,8 +101,8 @@ TEST(EplbctlTest, RouteWaterfillVector) {
   const std::string placement =
       TempFile("p8.json", R"({"physical_to_logical_map": [[0,1,2,3,4,5,6,7]]})");
   for (int row = 0; row < 4; ++row) {
-    Result r = Ctl({"route", "--placement", placement, "--layer", "0", "--rank", "0",
-                    "--ep-size", "4", "--num-shared", "1", "--topk", "0,2", "--batch-size", "64",
+    Result r = Ctl({"route", "--placement", placement, "--layer", "0", "--rank", "0", "--ep-size",
+                    "4", "--num-shared", "1", "--topk", "0,2", "--batch-size", "64",
                     "--batch-routed-load", "2,4,1,1", "--row", std::to_string(row)});
     ASSERT_EQ(r.code, 0) << r.err;
     const Json j = Json::parse(r.out);
@@ -116,8 +116,8 @@ TEST(EplbctlTest, RouteWaterfillVector) {
 TEST(EplbctlTest, PlanReproducesDeepSeekAndWritesOut) {
   const Json c = Vectors()["deepseek_readme_example"];
   const std::string load = TempFile("load.json", Json{{"logical_count", c["weight"]}}.dump());
-  Result r = Ctl({"plan", "--load", load, "--num-physical", "16", "--ep-size", "8",
-                  "--num-nodes", "2", "--num-groups", "4", "--algorithm", "deepseek"});
+  Result r = Ctl({"plan", "--load", load, "--num-physical", "16", "--ep-size", "8", "--num-nodes",
+                  "2", "--num-groups", "4", "--algorithm", "deepseek"});
   ASSERT_EQ(r.code, 0) << r.err;
   const Json j = Json::parse(r.out);
   EXPECT_EQ(j["physical_to_logical_map"], c["physical_to_logical_map"]);
@@ -127,14 +127,15 @@ TEST(EplbctlTest, PlanReproducesDeepSeekAndWritesOut) {
   // balanced, then incremental from it, written to a file.
   const std::string current = TempFile("cur.json", j.dump());
   const std::string out = TempFile("out.json", "");
-  Result r2 = Ctl({"plan", "--load", load, "--num-physical", "16", "--ep-size", "8",
-                   "--num-nodes", "2", "--num-groups", "4", "--algorithm", "incremental",
-                   "--current", current, "--bytes-per-expert", "1000", "--out", out});
+  Result r2 = Ctl({"plan", "--load", load, "--num-physical", "16", "--ep-size", "8", "--num-nodes",
+                   "2", "--num-groups", "4", "--algorithm", "incremental", "--current", current,
+                   "--bytes-per-expert", "1000", "--out", out});
   ASSERT_EQ(r2.code, 0) << r2.err;
   EXPECT_TRUE(r2.out.empty());
   const Json j2 = Json::parse(*ReadFileToString(out));
   EXPECT_GE(j2["stats"]["balancedness"].get<double>(), j["stats"]["balancedness"].get<double>());
-  EXPECT_EQ(j2["stats"]["bytes_moved"].get<double>(), 1000.0 * j2["stats"]["experts_moved"].get<double>());
+  EXPECT_EQ(j2["stats"]["bytes_moved"].get<double>(),
+            1000.0 * j2["stats"]["experts_moved"].get<double>());
 }
 
 TEST(EplbctlTest, BadInputExitsTwoWithOneLineAndNoStdout) {
@@ -168,7 +169,8 @@ TEST(EplbctlTest, BadInputExitsTwoWithOneLineAndNoStdout) {
     EXPECT_THAT(r.err, HasSubstr(want));
     EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
   }
-  const std::string p8 = TempFile("p8b.json", R"({"physical_to_logical_map": [[0,1,2,3,4,5,6,7]]})");
+  const std::string p8 =
+      TempFile("p8b.json", R"({"physical_to_logical_map": [[0,1,2,3,4,5,6,7]]})");
   for (const std::vector<std::string>& args :
        {std::vector<std::string>{"route", "--placement", p8, "--layer", "3", "--rank", "0",
                                  "--ep-size", "4", "--num-shared", "1", "--topk", "1"},

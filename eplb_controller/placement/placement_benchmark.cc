@@ -19,8 +19,12 @@ void BM_Plan(benchmark::State& state) {
   so.num_groups = static_cast<int>(state.range(5));
   so.zipf = 1.0;
   const LoadMatrix load = SyntheticLoad(so);
-  Problem pr{&load, static_cast<int>(state.range(2)), static_cast<int>(state.range(3)),
-             static_cast<int>(state.range(4)), static_cast<int>(state.range(5)), {}};
+  Problem pr{&load,
+             static_cast<int>(state.range(2)),
+             static_cast<int>(state.range(3)),
+             static_cast<int>(state.range(4)),
+             static_cast<int>(state.range(5)),
+             {}};
   Options o;
   o.algorithm = static_cast<Algorithm>(state.range(6));
   o.locality = NodeLocality::kRelax;

@@ -38,8 +38,8 @@ void DriftSequence(const char* name, LoadMatrix load, int p, int w, int n, int g
   Options balanced;
   balanced.locality = NodeLocality::kRelax;
   auto first = ComputePlan(pr, balanced);
-  PlacementMap inc_map = *PlacementMap::Create(static_cast<int>(load[0].size()), p,
-                                               first->physical_to_logical);
+  PlacementMap inc_map =
+      *PlacementMap::Create(static_cast<int>(load[0].size()), p, first->physical_to_logical);
   PlacementMap scratch_map = inc_map;
   int64_t inc_moves = 0, scratch_moves = 0;
   double inc_bal = 0, scratch_bal = 0;
@@ -69,8 +69,9 @@ void DriftSequence(const char* name, LoadMatrix load, int p, int w, int n, int g
 
 int Main(int argc, char** argv) {
   std::printf("### Balancedness (mean over layers of mean/max GPU load; 1.0 is the bound)\n\n");
-  std::printf("| load | deepseek hierarchical | deepseek global | balanced, node-local | "
-              "balanced, relaxed | bound |\n|---|---|---|---|---|---|\n");
+  std::printf(
+      "| load | deepseek hierarchical | deepseek global | balanced, node-local | "
+      "balanced, relaxed | bound |\n|---|---|---|---|---|---|\n");
   struct Case {
     const char* name;
     double zipf;
@@ -104,9 +105,10 @@ int Main(int argc, char** argv) {
     }
   }
   std::printf("\n### Incremental vs from-scratch over drifting rebalances\n\n");
-  std::printf("| load | rebalances | incremental balancedness | incremental replicas moved | "
-              "from-scratch balancedness | from-scratch replicas moved | fewer moves |\n"
-              "|---|---|---|---|---|---|---|\n");
+  std::printf(
+      "| load | rebalances | incremental balancedness | incremental replicas moved | "
+      "from-scratch balancedness | from-scratch replicas moved | fewer moves |\n"
+      "|---|---|---|---|---|---|---|\n");
   for (double zipf : {1.0, 1.5}) {
     SyntheticLoadOptions so;
     so.zipf = zipf;
