@@ -293,15 +293,12 @@ absl::StatusOr<Json> Route(const Flags& f) {
   std::vector<int64_t> fake;
   for (int t = 0; t <= row; ++t) fake.insert(fake.end(), physical.begin(), physical.end());
   const int min_batch = batch < kWaterfillMinBatch ? row + 2 : 0;
+  // Exact levelling assigns quotas over a whole batch, which one token does not describe, so the
+  // per-token explanation is SGLang's pick for either policy.
   int32_t shared_rank = -1;
   if (layout.num_shared() > 0) {
-    shared_rank =
-        AssignSharedRanks(layout, fake, o.top_k, o.rank, plan, o.waterfill, min_batch)[row];
-    if (o.waterfill == WaterfillPolicy::kExact) {
-      // Exact levelling assigns whole batches; for one token report the SGLang-style choice.
-      shared_rank = AssignSharedRanks(layout, fake, o.top_k, o.rank, plan, WaterfillPolicy::kSglang,
-                                      min_batch)[row];
-    }
+    shared_rank = AssignSharedRanks(layout, fake, o.top_k, o.rank, plan, WaterfillPolicy::kSglang,
+                                    min_batch)[row];
   }
   std::vector<int64_t> slots;
   std::vector<float> weights;
