@@ -76,6 +76,16 @@ void BalancedPacking(const std::vector<float>& weight, int num_packs, std::vecto
   }
 }
 
+void PackGroupsToNodes(const std::vector<float>& weight, int num_groups, int num_nodes,
+                       std::vector<int>& group_node, std::vector<int>& rank_in_node) {
+  const int group_size = static_cast<int>(weight.size()) / num_groups;
+  std::vector<float> group_weight(num_groups, 0.0f);
+  for (int g = 0; g < num_groups; ++g) {
+    for (int j = 0; j < group_size; ++j) group_weight[g] += weight[g * group_size + j];
+  }
+  BalancedPacking(group_weight, num_nodes, group_node, rank_in_node);
+}
+
 DeepSeekLayer DeepSeekRebalanceLayer(const std::vector<float>& weight, int num_physical,
                                      int num_groups, int num_nodes, int num_gpus) {
   const int e_count = static_cast<int>(weight.size());
@@ -87,12 +97,8 @@ DeepSeekLayer DeepSeekRebalanceLayer(const std::vector<float>& weight, int num_p
   const int gpus_per_node = num_gpus / num_nodes;
 
   // Step 1: pack groups onto nodes; relabel so each node's experts are contiguous ("mlog").
-  std::vector<float> group_weight(num_groups, 0.0f);
-  for (int g = 0; g < num_groups; ++g) {
-    for (int j = 0; j < group_size; ++j) group_weight[g] += weight[g * group_size + j];
-  }
   std::vector<int> group_pack, group_rank;
-  BalancedPacking(group_weight, num_nodes, group_pack, group_rank);
+  PackGroupsToNodes(weight, num_groups, num_nodes, group_pack, group_rank);
   std::vector<int> log2mlog(e_count);
   for (int g = 0; g < num_groups; ++g) {
     for (int j = 0; j < group_size; ++j) {

@@ -21,6 +21,11 @@ struct DeepSeekLayer {
 void BalancedPacking(const std::vector<float>& weight, int num_packs, std::vector<int>& pack,
                      std::vector<int>& rank_in_pack);
 
+// Step 1 of the hierarchical policy: sums each group's weight and packs the groups onto nodes.
+// Preconditions: weight.size() % num_groups == 0, num_groups % num_nodes == 0.
+void PackGroupsToNodes(const std::vector<float>& weight, int num_groups, int num_nodes,
+                       std::vector<int>& group_node, std::vector<int>& rank_in_node);
+
 // Preconditions (checked by the caller): E % G == 0, G % N == 0, W % N == 0, P % W == 0,
 // P >= E. Pass G = N = 1 for the global policy.
 DeepSeekLayer DeepSeekRebalanceLayer(const std::vector<float>& weight, int num_physical,

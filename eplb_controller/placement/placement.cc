@@ -114,13 +114,15 @@ void Scatter(const std::vector<std::vector<int32_t>>& gpu_experts, const std::ve
   }
 }
 
-double LayerMax(const std::vector<double>& w, const std::vector<int32_t>& row,
-                const std::vector<int>& live, int rows_per_gpu) {
-  std::vector<std::vector<int32_t>> gpus;
-  for (int g : live) {
-    gpus.emplace_back(row.begin() + g * rows_per_gpu, row.begin() + (g + 1) * rows_per_gpu);
+// The rows of the listed GPUs of a GPU-major row, one vector per GPU.
+std::vector<std::vector<int32_t>> SplitByGpu(const std::vector<int32_t>& row,
+                                             const std::vector<int>& gpus, int rows_per_gpu) {
+  std::vector<std::vector<int32_t>> out;
+  out.reserve(gpus.size());
+  for (int g : gpus) {
+    out.emplace_back(row.begin() + g * rows_per_gpu, row.begin() + (g + 1) * rows_per_gpu);
   }
-  return MaxGpuLoad(w, gpus);
+  return out;
 }
 
 }  // namespace
@@ -181,7 +183,7 @@ PlanStats EvaluatePlacement(const Problem& pr, const std::vector<std::vector<int
     LayerStats ls;
     double total = 0;
     for (double x : w) total += x;
-    ls.max_gpu_load = LayerMax(w, p2l[l], live, rows);
+    ls.max_gpu_load = MaxGpuLoad(w, SplitByGpu(p2l[l], live, rows));
     ls.mean_gpu_load = live.empty() ? 0 : total / live.size();
     ls.lower_bound = ls.mean_gpu_load;
     ls.balancedness = ls.max_gpu_load > 0 ? ls.mean_gpu_load / ls.max_gpu_load : 1.0;
@@ -253,6 +255,8 @@ absl::StatusOr<Plan> ComputePlan(const Problem& pr, const Options& opt) {
   plan.physical_to_logical.resize(layers);
   std::vector<std::vector<int32_t>> replica_rank(layers);  // deepseek only
   const int p_live = w_live * rows;
+  std::vector<int> dense(w_live);  // GPU indices of a plan over the live GPUs only
+  std::iota(dense.begin(), dense.end(), 0);
 
   for (int l = 0; l < layers; ++l) {
     const std::vector<double>& w = (*pr.load)[l];
@@ -270,11 +274,8 @@ absl::StatusOr<Plan> ComputePlan(const Problem& pr, const Options& opt) {
     DeepSeekLayer ds = hier
                            ? DeepSeekRebalanceLayer(wf, p_live, pr.num_groups, pr.num_nodes, w_live)
                            : DeepSeekRebalanceLayer(wf, p_live, 1, 1, w_live);
-    std::vector<std::vector<int32_t>> ds_gpus(w_live);
-    for (int i = 0; i < w_live; ++i) {
-      ds_gpus[i].assign(ds.physical_to_logical.begin() + i * rows,
-                        ds.physical_to_logical.begin() + (i + 1) * rows);
-    }
+    const std::vector<std::vector<int32_t>> ds_gpus =
+        SplitByGpu(ds.physical_to_logical, dense, rows);
     if (opt.algorithm == Algorithm::kDeepSeek) {
       // Exact positions (no row alignment): this mode reproduces the reference.
       replica_rank[l].assign(pr.num_physical, -1);
@@ -290,12 +291,8 @@ absl::StatusOr<Plan> ComputePlan(const Problem& pr, const Options& opt) {
     if (keep_locality) {
       // Groups to nodes as DeepSeek packs them, then each node on its own GPUs.
       const int group_size = e_count / pr.num_groups;
-      std::vector<float> gw(pr.num_groups, 0.0f);
-      for (int g = 0; g < pr.num_groups; ++g) {
-        for (int j = 0; j < group_size; ++j) gw[g] += wf[g * group_size + j];
-      }
       std::vector<int> pack, rank;
-      BalancedPacking(gw, pr.num_nodes, pack, rank);
+      PackGroupsToNodes(wf, pr.num_groups, pr.num_nodes, pack, rank);
       const int gpus_per_node = pr.ep_size / pr.num_nodes;
       ours.gpu_experts.resize(w_live);
       for (int node = 0; node < pr.num_nodes; ++node) {
@@ -329,11 +326,7 @@ absl::StatusOr<Plan> ComputePlan(const Problem& pr, const Options& opt) {
     std::vector<std::vector<int32_t>> ds_hier_gpus;
     if (!keep_locality && hierarchical_ok && pr.num_nodes > 1) {
       DeepSeekLayer h = DeepSeekRebalanceLayer(wf, p_live, pr.num_groups, pr.num_nodes, w_live);
-      ds_hier_gpus.resize(w_live);
-      for (int i = 0; i < w_live; ++i) {
-        ds_hier_gpus[i].assign(h.physical_to_logical.begin() + i * rows,
-                               h.physical_to_logical.begin() + (i + 1) * rows);
-      }
+      ds_hier_gpus = SplitByGpu(h.physical_to_logical, dense, rows);
       if (MaxGpuLoad(w, ds_hier_gpus) < pick_max) pick = &ds_hier_gpus;
     }
     Scatter(*pick, live, rows, old_row, row);
