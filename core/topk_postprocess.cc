@@ -1,5 +1,6 @@
 #include "core/topk_postprocess.h"
 
+#include <climits>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -95,17 +96,12 @@ absl::StatusOr<TopkResult> PostprocessTopk(const ExpertLayout& layout, const Pla
                           .value();
   }
   out.plan = StaticPlan(CountRoutedPerRank(layout, out.physical), k_count);
-  if (layout.num_shared() > 0 && options.waterfill_enabled) {
-    out.shared_rank = AssignSharedRanks(layout, out.physical, k_count, options.rank, out.plan,
-                                        options.waterfill, options.waterfill_min_batch);
-  } else {
-    out.shared_rank.assign(out.num_tokens, options.rank);
-    for (int t = 0; t < out.num_tokens; ++t) {
-      bool any = false;
-      for (int k = 0; k < k_count; ++k) any |= out.physical[t * k_count + k] >= 0;
-      if (!any) out.shared_rank[t] = -1;
-    }
-  }
+  // Without Waterfill every batch is "too small to balance": the shared expert stays on the
+  // source rank, and tokens with no valid routed id get none (the same rule as below 64).
+  const bool balance = layout.num_shared() > 0 && options.waterfill_enabled;
+  out.shared_rank =
+      AssignSharedRanks(layout, out.physical, k_count, options.rank, out.plan, options.waterfill,
+                        balance ? options.waterfill_min_batch : INT_MAX);
   RemapToSlots(layout, out.physical, k_count, out.shared_rank, routed_weights,
                SharedExpertWeight(options), out.slots, out.weights);
   return out;
