@@ -107,7 +107,9 @@ absl::Status LayerState::EnsureEveryExpertPlaced() {
 }
 
 bool LayerState::Step(int64_t budget) {
-  // The heaviest GPU and the top three loads (the max of untouched GPUs after a swap).
+  // Every candidate involves the heaviest GPU h and may not raise the max. Candidates are scored
+  // by the drop of the sum of squared GPU loads per moved replica: unlike the max alone, that
+  // also rewards a change when several GPUs tie at the top (no plateaus).
   std::vector<int> order(num_gpus_);
   for (int g = 0; g < num_gpus_; ++g) order[g] = g;
   const int top = std::min(3, num_gpus_);
@@ -121,15 +123,17 @@ bool LayerState::Step(int64_t budget) {
     }
     return 0.0;
   };
+  const double scale = cur > 0 ? 1.0 / (cur * cur) : 1.0;  // keeps kEps meaningful
   double best_score = 0;
   int kind = -1;  // 0 swap, 1 replace
   int bi = -1, bg = -1, bj = -1;
   int32_t bb = -1;
   int best_cost = 0;
-  auto consider = [&](double new_max, int cost, int k, int i, int g, int j, int32_t b) {
-    if (new_max >= cur - kEps || cost > budget) return;
-    const double s = (cur - new_max) / (cost <= 0 ? 0.5 : cost);
-    if (s > best_score + kEps || (s > best_score - kEps && cost < best_cost)) {
+  auto consider = [&](double new_max, double drop, int cost, int k, int i, int g, int j,
+                      int32_t b) {
+    if (new_max > cur + kEps || drop * scale <= kEps || cost > budget) return;
+    const double s = drop * scale / (cost <= 0 ? 0.5 : cost);
+    if (s > best_score + kEps || (s > best_score - kEps && kind >= 0 && cost < best_cost)) {
       best_score = s;
       best_cost = cost;
       kind = k;
@@ -152,13 +156,28 @@ bool LayerState::Step(int64_t budget) {
         const double sy = Size(y);
         if (sy >= sx) continue;
         if (no_dup_ && Held(h, y) > 0) continue;
-        const double nm = std::max({load_[h] - sx + sy, load_[g] - sy + sx, others_max(h, g)});
+        const double nh = load_[h] - sx + sy;
+        const double ng = load_[g] - sy + sx;
+        const double drop = load_[h] * load_[h] + load_[g] * load_[g] - nh * nh - ng * ng;
         const int cost = InCost(g, x) + OutCost(h, x) + InCost(h, y) + OutCost(g, y);
-        consider(nm, cost, 0, i, g, j, -1);
+        consider(std::max({nh, ng, others_max(h, g)}), drop, cost, 0, i, g, j, -1);
       }
     }
   }
-  // (B) re-point a row with a spare replica to an expert of the heaviest GPU.
+  // (B) re-point a row of a donor (an expert with a spare replica that loses least by giving it
+  // up) to an expert of the heaviest GPU.
+  constexpr int kDonors = 8;
+  std::vector<int32_t> donors;
+  for (int32_t a = 0; a < num_experts_; ++a) {
+    if (count_[a] >= 2) donors.push_back(a);
+  }
+  const int nd = std::min<int>(kDonors, static_cast<int>(donors.size()));
+  std::partial_sort(donors.begin(), donors.begin() + nd, donors.end(), [&](int32_t x, int32_t y) {
+    const double hx = weight_[x] / (count_[x] - 1);
+    const double hy = weight_[y] / (count_[y] - 1);
+    return hx != hy ? hx < hy : x < y;
+  });
+  donors.resize(nd);
   std::vector<int32_t> receivers;
   for (int i = 0; i < rows_per_gpu_; ++i) {
     const int32_t b = rows_[h * rows_per_gpu_ + i];
@@ -171,19 +190,19 @@ bool LayerState::Step(int64_t budget) {
       if (no_dup_ && Held(g, b) > 0) continue;
       for (int r = 0; r < rows_per_gpu_; ++r) {
         const int32_t a = rows_[g * rows_per_gpu_ + r];
-        if (a == b || count_[a] < 2) continue;
+        if (a == b || std::find(donors.begin(), donors.end(), a) == donors.end()) continue;
         const double sa = Size(a);
         const double sa2 = weight_[a] / (count_[a] - 1);
         double nm = 0;
+        double drop = 0;
         for (int q = 0; q < num_gpus_; ++q) {
           double l = load_[q] + Held(q, a) * (sa2 - sa) + Held(q, b) * (sb2 - sb);
           if (q == g) l += sb2 - sa2;
           nm = std::max(nm, l);
-          if (nm >= cur - kEps) break;
+          drop += load_[q] * load_[q] - l * l;
         }
-        if (nm >= cur - kEps) continue;
         const int cost = InCost(g, b) + OutCost(g, a);
-        consider(nm, cost, 1, r, g, -1, b);
+        consider(nm, drop, cost, 1, r, g, -1, b);
       }
     }
   }

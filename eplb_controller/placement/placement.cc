@@ -90,11 +90,83 @@ std::vector<int32_t> LiveRows(const std::vector<int32_t>& row, const std::vector
   return out;
 }
 
-// Writes gpu_experts into the full row, keeping each GPU's unchanged experts on their rows.
+// The rows of the listed GPUs of a GPU-major row, one vector per GPU.
+std::vector<std::vector<int32_t>> SplitByGpu(const std::vector<int32_t>& row,
+                                             const std::vector<int>& gpus, int rows_per_gpu) {
+  std::vector<std::vector<int32_t>> out;
+  out.reserve(gpus.size());
+  for (int g : gpus) {
+    out.emplace_back(row.begin() + g * rows_per_gpu, row.begin() + (g + 1) * rows_per_gpu);
+  }
+  return out;
+}
+
+// MaxGpuLoad over the live GPUs of a GPU-major row, without splitting it (this runs per layer
+// on every plan). `counts` is scratch.
+double MaxLiveGpuLoad(const std::vector<double>& w, const std::vector<int32_t>& row,
+                      const std::vector<int>& live, int rows_per_gpu, std::vector<int>& counts) {
+  counts.assign(w.size(), 0);
+  for (int g : live) {
+    for (int p = g * rows_per_gpu; p < (g + 1) * rows_per_gpu; ++p) ++counts[row[p]];
+  }
+  double worst = 0;
+  for (int g : live) {
+    double load = 0;
+    for (int p = g * rows_per_gpu; p < (g + 1) * rows_per_gpu; ++p)
+      load += w[row[p]] / counts[row[p]];
+    worst = std::max(worst, load);
+  }
+  return worst;
+}
+
+// Size of the multiset intersection of two short expert lists.
+int Overlap(const std::vector<int32_t>& a, const std::vector<int32_t>& b) {
+  std::vector<char> used(b.size(), 0);
+  int n = 0;
+  for (int32_t e : a) {
+    for (size_t j = 0; j < b.size(); ++j) {
+      if (!used[j] && b[j] == e) {
+        used[j] = 1;
+        ++n;
+        break;
+      }
+    }
+  }
+  return n;
+}
+
+// Writes gpu_experts (one bin per live GPU) into the full row. With an old row, bins are first
+// matched to live GPUs of the same block (`block` consecutive live GPUs: a node, or all of them)
+// by the most experts in common, greedily, so a plan computed from scratch moves as few replicas
+// as its GPU labels allow; then each GPU keeps its unchanged experts on their rows.
 void Scatter(const std::vector<std::vector<int32_t>>& gpu_experts, const std::vector<int>& live,
-             int rows_per_gpu, const std::vector<int32_t>* old_row, std::vector<int32_t>& row) {
-  for (size_t i = 0; i < live.size(); ++i) {
-    const int base = live[i] * rows_per_gpu;
+             int rows_per_gpu, int block, const std::vector<int32_t>* old_row,
+             std::vector<int32_t>& row) {
+  const int n = static_cast<int>(live.size());
+  std::vector<int> gpu_of_bin(n);
+  std::iota(gpu_of_bin.begin(), gpu_of_bin.end(), 0);
+  if (old_row != nullptr) {
+    const std::vector<std::vector<int32_t>> old_gpus = SplitByGpu(*old_row, live, rows_per_gpu);
+    struct Pair {
+      int overlap, bin, gpu;
+    };
+    std::vector<Pair> pairs;
+    for (int i = 0; i < n; ++i) {
+      for (int j = i / block * block; j < (i / block + 1) * block && j < n; ++j) {
+        pairs.push_back({Overlap(gpu_experts[i], old_gpus[j]), i, j});
+      }
+    }
+    std::stable_sort(pairs.begin(), pairs.end(),
+                     [](const Pair& a, const Pair& b) { return a.overlap > b.overlap; });
+    std::vector<char> bin_done(n, 0), gpu_done(n, 0);
+    for (const Pair& p : pairs) {
+      if (bin_done[p.bin] || gpu_done[p.gpu]) continue;
+      bin_done[p.bin] = gpu_done[p.gpu] = 1;
+      gpu_of_bin[p.bin] = p.gpu;
+    }
+  }
+  for (int i = 0; i < n; ++i) {
+    const int base = live[gpu_of_bin[i]] * rows_per_gpu;
     std::vector<int32_t> pending = gpu_experts[i];
     std::vector<char> filled(rows_per_gpu, 0);
     if (old_row != nullptr) {
@@ -112,17 +184,6 @@ void Scatter(const std::vector<std::vector<int32_t>>& gpu_experts, const std::ve
       if (!filled[r]) row[base + r] = pending[next++];
     }
   }
-}
-
-// The rows of the listed GPUs of a GPU-major row, one vector per GPU.
-std::vector<std::vector<int32_t>> SplitByGpu(const std::vector<int32_t>& row,
-                                             const std::vector<int>& gpus, int rows_per_gpu) {
-  std::vector<std::vector<int32_t>> out;
-  out.reserve(gpus.size());
-  for (int g : gpus) {
-    out.emplace_back(row.begin() + g * rows_per_gpu, row.begin() + (g + 1) * rows_per_gpu);
-  }
-  return out;
 }
 
 }  // namespace
@@ -178,12 +239,13 @@ PlanStats EvaluatePlacement(const Problem& pr, const std::vector<std::vector<int
     if (!dead[g]) live.push_back(g);
   }
   double sum_bal = 0;
+  std::vector<int> counts;  // scratch, reused across layers
   for (size_t l = 0; l < p2l.size(); ++l) {
     const std::vector<double>& w = (*pr.load)[l];
     LayerStats ls;
     double total = 0;
     for (double x : w) total += x;
-    ls.max_gpu_load = MaxGpuLoad(w, SplitByGpu(p2l[l], live, rows));
+    ls.max_gpu_load = MaxLiveGpuLoad(w, p2l[l], live, rows, counts);
     ls.mean_gpu_load = live.empty() ? 0 : total / live.size();
     ls.lower_bound = ls.mean_gpu_load;
     ls.balancedness = ls.max_gpu_load > 0 ? ls.mean_gpu_load / ls.max_gpu_load : 1.0;
@@ -274,8 +336,6 @@ absl::StatusOr<Plan> ComputePlan(const Problem& pr, const Options& opt) {
     DeepSeekLayer ds = hier
                            ? DeepSeekRebalanceLayer(wf, p_live, pr.num_groups, pr.num_nodes, w_live)
                            : DeepSeekRebalanceLayer(wf, p_live, 1, 1, w_live);
-    const std::vector<std::vector<int32_t>> ds_gpus =
-        SplitByGpu(ds.physical_to_logical, dense, rows);
     if (opt.algorithm == Algorithm::kDeepSeek) {
       // Exact positions (no row alignment): this mode reproduces the reference.
       replica_rank[l].assign(pr.num_physical, -1);
@@ -287,6 +347,8 @@ absl::StatusOr<Plan> ComputePlan(const Problem& pr, const Options& opt) {
       }
       continue;
     }
+    const std::vector<std::vector<int32_t>> ds_gpus =
+        SplitByGpu(ds.physical_to_logical, dense, rows);
     GpuAssignment ours;
     if (keep_locality) {
       // Groups to nodes as DeepSeek packs them, then each node on its own GPUs.
@@ -329,7 +391,8 @@ absl::StatusOr<Plan> ComputePlan(const Problem& pr, const Options& opt) {
       ds_hier_gpus = SplitByGpu(h.physical_to_logical, dense, rows);
       if (MaxGpuLoad(w, ds_hier_gpus) < pick_max) pick = &ds_hier_gpus;
     }
-    Scatter(*pick, live, rows, old_row, row);
+    // Node-local plans may only relabel GPUs inside a node.
+    Scatter(*pick, live, rows, keep_locality ? pr.ep_size / pr.num_nodes : w_live, old_row, row);
   }
 
   bool target_met = true;

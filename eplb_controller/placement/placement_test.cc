@@ -283,3 +283,33 @@ TEST(PlacementTest, RealMixtralTraceImprovesOverIdentity) {
 }  // namespace
 }  // namespace placement
 }  // namespace eplb
+
+namespace eplb {
+namespace placement {
+namespace {
+
+// Re-planning the same load against a GPU-relabelled copy of the plan moves nothing: bins are
+// matched to the GPUs that already hold them.
+TEST(PlacementTest, ReplanningTheSameLoadMovesNothing) {
+  SyntheticLoadOptions so;
+  so.num_layers = 3;
+  so.num_logical = 64;
+  LoadMatrix load = SyntheticLoad(so);
+  Problem pr{&load, 80, 8, 1, 1, {}};
+  auto plan = ComputePlan(pr, {});
+  ASSERT_TRUE(plan.ok());
+  std::vector<std::vector<int32_t>> rotated = plan->physical_to_logical;
+  for (auto& row : rotated) std::rotate(row.begin(), row.begin() + 3 * 10, row.end());
+  auto current = PlacementMap::Create(64, 80, rotated);
+  ASSERT_TRUE(current.ok());
+  Options o;
+  o.current = &*current;
+  auto again = ComputePlan(pr, o);
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(again->stats.experts_moved, 0);
+  EXPECT_EQ(again->physical_to_logical, rotated);
+}
+
+}  // namespace
+}  // namespace placement
+}  // namespace eplb
