@@ -33,7 +33,8 @@ void QualityRow(const char* name, const LoadMatrix& load, int p, int w, int n, i
               Balancedness(pr, Algorithm::kBalanced, NodeLocality::kRelax));
 }
 
-void DriftSequence(const char* name, LoadMatrix load, int p, int w, int n, int g, int steps) {
+void DriftSequence(const char* name, LoadMatrix load, int p, int w, int n, int g, int steps,
+                   double drift, double target) {
   Problem pr{&load, p, w, n, g, {}};
   Options balanced;
   balanced.locality = NodeLocality::kRelax;
@@ -44,12 +45,13 @@ void DriftSequence(const char* name, LoadMatrix load, int p, int w, int n, int g
   int64_t inc_moves = 0, scratch_moves = 0;
   double inc_bal = 0, scratch_bal = 0;
   for (int s = 0; s < steps; ++s) {
-    load = DriftLoad(load, 0.15, 100 + s);
+    load = DriftLoad(load, drift, 100 + s);
     pr.load = &load;
     Options inc;
     inc.algorithm = Algorithm::kIncremental;
     inc.locality = NodeLocality::kRelax;
     inc.current = &inc_map;
+    inc.target_balancedness = target;
     auto a = ComputePlan(pr, inc);
     Options fresh = balanced;
     fresh.current = &scratch_map;
@@ -110,12 +112,19 @@ int Main(int argc, char** argv) {
       "from-scratch balancedness | from-scratch replicas moved | fewer moves |\n"
       "|---|---|---|---|---|---|---|\n");
   for (double zipf : {1.0, 1.5}) {
-    SyntheticLoadOptions so;
-    so.zipf = zipf;
-    so.seed = 7;
-    std::string name = "DeepSeek-V3 shape, zipf " + std::to_string(zipf).substr(0, 3) +
-                       ", 15% of experts re-ranked per step";
-    DriftSequence(name.c_str(), SyntheticLoad(so), 288, 32, 4, 8, 20);
+    for (double drift : {0.05, 0.15}) {
+      for (double target : {0.0, 0.95}) {
+        SyntheticLoadOptions so;
+        so.zipf = zipf;
+        so.seed = 7;
+        char name[200];
+        std::snprintf(name, sizeof(name),
+                      "DeepSeek-V3 shape, zipf %.1f, %.0f%% of experts re-ranked per step, "
+                      "target %s",
+                      zipf, drift * 100, target > 0 ? "0.95" : "99% of balanced");
+        DriftSequence(name, SyntheticLoad(so), 288, 32, 4, 8, 20, drift, target);
+      }
+    }
   }
   return 0;
 }
