@@ -27,8 +27,8 @@ void QualityRow(const char* name, const LoadMatrix& load, int p, int w, int n, i
   Problem pr{&load, p, w, n, g, {}};
   std::printf("| %s | %.4f | %.4f | %.4f | %.4f | 1.0000 |\n", name,
               Balancedness(pr, Algorithm::kDeepSeek, NodeLocality::kAuto),
-              Balancedness({&load, p, w, n, g + 1 == 0 ? 1 : (g % n == 0 ? 1 : g), {}},
-                           Algorithm::kDeepSeek, NodeLocality::kAuto),
+              Balancedness({&load, p, w, n, /*num_groups=*/1, {}}, Algorithm::kDeepSeek,
+                           NodeLocality::kAuto),
               Balancedness(pr, Algorithm::kBalanced, NodeLocality::kKeep),
               Balancedness(pr, Algorithm::kBalanced, NodeLocality::kRelax));
 }
@@ -97,7 +97,7 @@ int Main(int argc, char** argv) {
     so.zipf = 1.0;
     so.seed = 43;
     const LoadMatrix load = SyntheticLoad(so);
-    QualityRow("EP144 (P=288, W=144, N=18), zipf 1.0", load, 288, 144, 18, 18 * 0 + 8 * 0 + 16);
+    QualityRow("EP144 (P=288, W=144, N=18, G=16), zipf 1.0", load, 288, 144, 18, 16);
   }
   if (argc > 1) {
     auto text = ReadFileToString(argv[1]);
