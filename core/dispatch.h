@@ -20,6 +20,7 @@
 
 #include "absl/status/statusor.h"
 #include "core/expert_layout.h"
+#include "core/host_device.h"
 #include "core/ids.h"
 #include "core/placement_map.h"
 
@@ -57,7 +58,7 @@ class StaticDispatch {
 };
 
 // 32-bit mixing hash shared by the CPU reference and the kernels (murmur3 finalizer).
-inline uint32_t Mix32(uint32_t h) {
+EPLB_HOST_DEVICE inline uint32_t Mix32(uint32_t h) {
   h ^= h >> 16;
   h *= 0x85EBCA6Bu;
   h ^= h >> 13;
@@ -68,8 +69,8 @@ inline uint32_t Mix32(uint32_t h) {
 
 // Index in [0, num_replicas) of the replica a dynamic dispatch picks for (row, k). The pick
 // depends on the rank only when !rank_invariant. Precondition: num_replicas > 0.
-inline int DynamicReplicaIndex(int64_t row, int k, int rank, bool rank_invariant,
-                               int num_replicas) {
+EPLB_HOST_DEVICE inline int DynamicReplicaIndex(int64_t row, int k, int rank, bool rank_invariant,
+                                                int num_replicas) {
   uint32_t h = static_cast<uint32_t>(row) * 0x9E3779B9u ^ static_cast<uint32_t>(k) * 0x7FEB352Du;
   if (!rank_invariant) h ^= static_cast<uint32_t>(rank + 1) * 0x846CA68Bu;
   return static_cast<int>(Mix32(h) % static_cast<uint32_t>(num_replicas));

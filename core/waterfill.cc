@@ -56,6 +56,42 @@ std::vector<int64_t> Headroom(const WaterfillPlan& plan, int src) {
   return h;
 }
 
+std::vector<int64_t> ExactQuotas(absl::Span<const int64_t> load, int64_t n, int src) {
+  const int w = static_cast<int>(load.size());
+  std::vector<int64_t> q(w, 0);
+  if (n <= 0) return q;
+  auto filled = [&](int64_t level) {
+    int64_t s = 0;
+    for (int64_t l : load) s += std::max<int64_t>(level - l, 0);
+    return s;
+  };
+  int64_t lo = *std::min_element(load.begin(), load.end());
+  int64_t hi = lo + n;  // filled(hi) >= n
+  while (lo < hi) {     // smallest level with filled(level) >= n
+    const int64_t mid = lo + (hi - lo) / 2;
+    if (filled(mid) >= n) {
+      hi = mid;
+    } else {
+      lo = mid + 1;
+    }
+  }
+  const int64_t level = lo;
+  int64_t rem = n;
+  for (int r = 0; r < w; ++r) {
+    q[r] = std::max<int64_t>(level - 1 - load[r], 0);
+    rem -= q[r];
+  }
+  // The last partial level: one more token for ranks that reach `level`, in order src, 0, 1, ...
+  for (int pos = 0; pos < w && rem > 0; ++pos) {
+    const int r = ExactOrderRank(pos, src);
+    if (load[r] + q[r] == level - 1) {
+      ++q[r];
+      --rem;
+    }
+  }
+  return q;
+}
+
 namespace {
 
 // A token's candidate ranks when candidates are restricted: the source plus visited ranks.
@@ -127,88 +163,27 @@ void AssignSglang(const ExpertLayout& layout, absl::Span<const int64_t> ids, int
   }
 }
 
-// Water-fill quotas: q[r] >= 0, sum q = n, minimising max(load + q); the last partial level is
-// handed to the source rank first, then ranks in ascending order.
-std::vector<int64_t> ExactQuotas(absl::Span<const int64_t> load, int64_t n, int src) {
-  const int w = static_cast<int>(load.size());
-  std::vector<int64_t> q(w, 0);
-  if (n <= 0) return q;
-  auto filled = [&](int64_t level) {
-    int64_t s = 0;
-    for (int64_t l : load) s += std::max<int64_t>(level - l, 0);
-    return s;
-  };
-  int64_t lo = *std::min_element(load.begin(), load.end());
-  int64_t hi = lo + n;  // filled(hi) >= n
-  while (lo < hi) {     // smallest level with filled(level) >= n
-    const int64_t mid = lo + (hi - lo) / 2;
-    if (filled(mid) >= n) {
-      hi = mid;
-    } else {
-      lo = mid + 1;
-    }
-  }
-  const int64_t level = lo;
-  int64_t given = 0;
-  for (int r = 0; r < w; ++r) {
-    q[r] = std::max<int64_t>(level - 1 - load[r], 0);
-    given += q[r];
-  }
-  int64_t rem = n - given;  // ranks that reach `level` with one more token
-  auto top_up = [&](int r) {
-    if (rem > 0 && load[r] + q[r] == level - 1) {
-      ++q[r];
-      --rem;
-    }
-  };
-  top_up(src);
-  for (int r = 0; r < w; ++r) {
-    if (r != src) top_up(r);
-  }
-  return q;
-}
-
 void AssignExact(const ExpertLayout& layout, absl::Span<const int64_t> ids, int top_k, int src,
                  const WaterfillPlan& plan, std::vector<int32_t>& out) {
   const int w = layout.ep_size();
   const int64_t n = static_cast<int64_t>(out.size());
   int64_t valid = 0;
+  for (int64_t t = 0; t < n; ++t) valid += HasValid(ids.data() + t * top_k, top_k);
+  const std::vector<int64_t> q = ExactQuotas(plan.rank_load, valid, src);
+  // The j-th valid token (row order) takes the j-th quota place, in the order src, 0, 1, ...
+  int pos = 0;  // position in that order
+  int64_t left = q[src];
   for (int64_t t = 0; t < n; ++t) {
-    if (HasValid(ids.data() + t * top_k, top_k)) {
-      out[t] = -2;  // unassigned
-      ++valid;
-    } else {
+    if (!HasValid(ids.data() + t * top_k, top_k)) {
       out[t] = -1;
-    }
-  }
-  std::vector<int64_t> q = ExactQuotas(plan.rank_load, valid, src);
-  // Pass 1: a rank the token already visits (its hidden state goes there anyway).
-  for (int64_t t = 0; t < n; ++t) {
-    if (out[t] != -2) continue;
-    const int64_t* row = ids.data() + t * top_k;
-    int pick = -1;
-    for (int k = 0; k < top_k; ++k) {
-      if (row[k] < 0) continue;
-      const int r = layout.OwnerRank(PhysicalId(row[k]));
-      if (q[r] > 0 && (pick < 0 || q[r] > q[pick] || (q[r] == q[pick] && r < pick))) pick = r;
-    }
-    if (pick >= 0) {
-      out[t] = pick;
-      --q[pick];
-    }
-  }
-  // Pass 2: the source rank, then ascending ranks.
-  int r = 0;
-  for (int64_t t = 0; t < n; ++t) {
-    if (out[t] != -2) continue;
-    if (q[src] > 0) {
-      out[t] = src;
-      --q[src];
       continue;
     }
-    while (r < w && q[r] == 0) ++r;
-    out[t] = r;  // r < w: quotas sum to the valid-token count
-    --q[r];
+    while (left == 0 && pos < w) {
+      ++pos;
+      if (pos < w) left = q[ExactOrderRank(pos, src)];
+    }
+    out[t] = ExactOrderRank(pos, src);
+    --left;
   }
 }
 

@@ -9,9 +9,10 @@
 //    probability proportional to headroom; a zero headroom sum falls back to a hysteresis argmin
 //    (a rank must be over ~9% lighter than the best so far). Open-loop: levels only in expectation.
 //  * kExact: ours. Quotas from a water-fill of the rank loads give each rank exactly as many
-//    shared tokens as levels it best (the max final load is the minimum any assignment can reach),
-//    then tokens are assigned to quotas preferring ranks they already visit (no extra traffic),
-//    then the source rank, then ascending rank. Deterministic, no sampling.
+//    shared tokens as levels it best (the max final load is the minimum any assignment can reach);
+//    the j-th token with a routed id takes the j-th quota place in the rank order src, 0, 1, ...
+//    (the source first: its share costs no traffic). Deterministic, no sampling, and parallel:
+//    a token's rank follows from its index among valid tokens and a prefix sum of the quotas.
 //
 // Both: batches under `min_batch` tokens (64) keep the shared expert on the source rank; a token
 // with no valid routed id gets no shared expert (rank -1, slot -1, weight 0).
@@ -31,6 +32,7 @@
 
 #include "absl/types/span.h"
 #include "core/expert_layout.h"
+#include "core/host_device.h"
 
 namespace eplb {
 
@@ -63,8 +65,17 @@ WaterfillPlan DynamicPlan(absl::Span<const int64_t> global_routed_per_rank,
 // Headroom max(T - load, 0), scaled by 10/11 (floor) for ranks other than `src`.
 std::vector<int64_t> Headroom(const WaterfillPlan& plan, int src);
 
+// Water-fill quotas: q[r] >= 0, sum q = n, minimising max(load + q); the last partial level goes
+// one token each to the ranks that reach it, in the order src, 0, 1, ...
+std::vector<int64_t> ExactQuotas(absl::Span<const int64_t> load, int64_t n, int src);
+
+// The rank at position `pos` of the exact policy's order: src, then 0, 1, ... without src.
+EPLB_HOST_DEVICE inline int ExactOrderRank(int pos, int src) {
+  return pos == 0 ? src : (pos <= src ? pos - 1 : pos);
+}
+
 // SGLang's per-token LCG: seed = row ^ (src * 0x9E3779B9), seed = seed * 1664525 + 1013904223.
-inline uint32_t WaterfillSeed(int64_t row, int src) {
+EPLB_HOST_DEVICE inline uint32_t WaterfillSeed(int64_t row, int src) {
   uint32_t seed = static_cast<uint32_t>(row) ^ (static_cast<uint32_t>(src) * 0x9E3779B9u);
   return seed * 1664525u + 1013904223u;
 }

@@ -134,18 +134,24 @@ TEST(WaterfillTest, ExactPolicyLevelsOptimallyOnRandomBatches) {
   }
 }
 
-TEST(WaterfillTest, ExactPolicyPrefersVisitedRanks) {
-  // Two ranks, equal loads; every token visits rank 1 only. src 0.
-  auto layout = ExpertLayout::Create({2, 0, 2, 1, 1});
+TEST(WaterfillTest, ExactPolicyFillsQuotasSourceFirstThenAscending) {
+  // Three ranks with equal routed load 4, src 1, 66 tokens with a routed id (K=1, all on rank 0):
+  // quotas 22 each; tokens 0..21 stay on rank 1, 22..43 go to rank 0, 44..65 to rank 2.
+  auto layout = ExpertLayout::Create({3, 0, 3, 1, 1});
   ASSERT_TRUE(layout.ok());
-  std::vector<int64_t> ids(128, 1);  // 128 tokens, K=1, all on physical 1 (rank 1)
+  std::vector<int64_t> ids(66, 0);
   WaterfillPlan plan;
-  plan.rank_load = {128, 128};
-  plan.level = (128 + 128) / 2;
-  const auto dest = AssignSharedRanks(*layout, ids, 1, 0, plan, WaterfillPolicy::kExact);
-  // Quotas 64/64; the 64 for rank 1 go first, to tokens that already visit rank 1.
-  EXPECT_EQ(std::count(dest.begin(), dest.end(), 1), 64);
-  EXPECT_EQ(std::count(dest.begin(), dest.begin() + 64, 1), 64);
+  plan.rank_load = {4, 4, 4};
+  plan.level = 4;
+  EXPECT_EQ(ExactQuotas(plan.rank_load, 66, 1), (std::vector<int64_t>{22, 22, 22}));
+  const auto dest = AssignSharedRanks(*layout, ids, 1, 1, plan, WaterfillPolicy::kExact);
+  for (int t = 0; t < 66; ++t) EXPECT_EQ(dest[t], t < 22 ? 1 : (t < 44 ? 0 : 2)) << t;
+  // The last partial level goes to the source first: 2 tokens over loads {4, 4, 4}.
+  EXPECT_EQ(ExactQuotas(plan.rank_load, 2, 2), (std::vector<int64_t>{1, 0, 1}));
+  EXPECT_EQ(ExactOrderRank(0, 2), 2);
+  EXPECT_EQ(ExactOrderRank(1, 2), 0);
+  EXPECT_EQ(ExactOrderRank(2, 2), 1);
+  EXPECT_EQ(ExactOrderRank(3, 2), 3);
 }
 
 }  // namespace
