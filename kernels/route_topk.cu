@@ -1,0 +1,487 @@
+// One cooperative kernel per layer and step: route + count, one grid barrier, plan + expand.
+//
+//   phase 1 (each block, a contiguous chunk of rows): dispatch every id, write physical ids,
+//           routed slots and weights; count per owner rank and per physical id in shared memory,
+//           flush with atomics; count the block's tokens that have a routed id.
+//   grid barrier
+//   phase 2 (each block, redundantly: no second barrier): the Waterfill plan from the rank
+//           counts: SGLang's level and headroom prefix, or the exact quotas' prefix.
+//   phase 3 (each block, its rows): the shared columns.
+//
+// The rank counts live in a double-buffered workspace: call i accumulates into set i % 2 while
+// block 0 clears set (i + 1) % 2, so no memset node is needed and the kernel leaves the
+// workspace ready for the next call. It must be zeroed once when allocated.
+#include <cuda_runtime.h>
+
+#include <climits>
+#include <cstdint>
+#include <cub/block/block_reduce.cuh>
+#include <cub/block/block_scan.cuh>
+
+#include "core/dispatch.h"
+#include "core/waterfill.h"
+#include "kernels/cuda_status.h"
+#include "kernels/route_topk.h"
+
+namespace eplb {
+namespace {
+
+constexpr int kThreads = 512;
+constexpr int kItems = kRouteMaxRanks / kThreads;  // ranks per thread in the plan
+constexpr int kMaxBlocks = 1024;
+constexpr int kMaxSharedBins = 8192;
+
+struct Workspace {
+  unsigned int* call_counter;     // [1]
+  unsigned int* barrier;          // [2]: arrivals, generation
+  unsigned long long* rank_load;  // [2][W]
+  unsigned int* block_valid;      // [2][kMaxBlocks]
+};
+
+size_t Align8(size_t x) { return (x + 7) / 8 * 8; }
+
+Workspace Carve(void* base, int w) {
+  char* p = static_cast<char*>(base);
+  Workspace ws;
+  ws.call_counter = reinterpret_cast<unsigned int*>(p);
+  ws.barrier = ws.call_counter + 2;
+  p += 16;
+  ws.rank_load = reinterpret_cast<unsigned long long*>(p);
+  p += Align8(sizeof(unsigned long long) * 2 * w);
+  ws.block_valid = reinterpret_cast<unsigned int*>(p);
+  return ws;
+}
+
+struct Shape {
+  int n, k, e, p, w, s, l, rank, mode, min_batch;  // mode: 0 local, 1 SGLang, 2 exact
+  float shared_weight;
+  long long* profile;  // debug: clock64 at phase boundaries of block 0 (null: off)
+};
+
+#define EPLB_MARK(i) \
+  if (sh.profile != nullptr && blockIdx.x == 0 && threadIdx.x == 0) sh.profile[i] = clock64()
+
+using BlockScan = cub::BlockScan<long long, kThreads>;
+using BlockReduce = cub::BlockReduce<long long, kThreads>;
+
+struct PlanShared {
+  long long load[kRouteMaxRanks];
+  long long prefix[kRouteMaxRanks + 1];
+  long long value;  // broadcast slot
+  long long value2;
+  union {
+    typename BlockScan::TempStorage scan;
+    typename BlockReduce::TempStorage reduce;
+  } cub;
+};
+
+struct MaxOp {
+  __device__ long long operator()(long long a, long long b) const { return a > b ? a : b; }
+};
+
+__device__ long long Sum(PlanShared& sm, long long x) {
+  const long long total = BlockReduce(sm.cub.reduce).Sum(x);
+  if (threadIdx.x == 0) sm.value = total;
+  __syncthreads();
+  const long long out = sm.value;
+  __syncthreads();
+  return out;
+}
+
+// Inclusive prefix of v[0..w) into sm.prefix[1..w], prefix[0] = 0 (kItems per thread, blocked).
+__device__ void PrefixInto(PlanShared& sm, long long (&v)[kItems]) {
+  long long out[kItems];
+  BlockScan(sm.cub.scan).InclusiveSum(v, out);
+  for (int j = 0; j < kItems; ++j) sm.prefix[threadIdx.x * kItems + j + 1] = out[j];
+  if (threadIdx.x == 0) sm.prefix[0] = 0;
+  __syncthreads();
+}
+
+// SGLang: headroom max(T - load, 0), remote scaled 10/11; the fallback rank when it sums to 0.
+__device__ void PlanSglang(const Shape& sh, PlanShared& sm, long long total_routed) {
+  const long long level = (total_routed + total_routed / sh.k + sh.w - 1) / sh.w;
+  long long h[kItems];
+  for (int j = 0; j < kItems; ++j) {
+    const int r = threadIdx.x * kItems + j;
+    long long x = 0;
+    if (r < sh.w) {
+      x = level - sm.load[r];
+      if (x < 0) x = 0;
+      if (r != sh.rank) x = x * 10 / 11;
+    }
+    h[j] = x;
+  }
+  PrefixInto(sm, h);
+  if (threadIdx.x == 0) {
+    int best = sh.rank;
+    if (sm.prefix[sh.w] == 0) {  // rare: sequential hysteresis argmin, as the reference
+      for (int r = 0; r < sh.w; ++r) {
+        if (sm.load[r] * 11 < sm.load[best] * 10) best = r;
+      }
+    }
+    sm.value2 = best;
+  }
+  __syncthreads();
+}
+
+// Exact: quotas from the water level of `valid` tokens, prefix in the order src, 0, 1, ...
+__device__ void PlanExact(const Shape& sh, PlanShared& sm, long long valid) {
+  // Level: for the highest load L_r with filled(L_r) < valid, filled grows by c_r (the number of
+  // loads <= L_r) per unit above it, so t = L_r + ceil((valid - filled(L_r)) / c_r).
+  long long best_key = -1;  // max load among candidates, as (load << 20 | r) for uniqueness
+  for (int j = 0; j < kItems; ++j) {
+    const int r = threadIdx.x * kItems + j;
+    if (r >= sh.w) continue;
+    const long long lr = sm.load[r];
+    long long filled = 0;
+    for (int q = 0; q < sh.w; ++q) filled += lr > sm.load[q] ? lr - sm.load[q] : 0;
+    if (filled < valid) best_key = max(best_key, (lr << 20) | r);
+  }
+  const long long key = BlockReduce(sm.cub.reduce).Reduce(best_key, MaxOp());
+  if (threadIdx.x == 0) sm.value = key;
+  __syncthreads();
+  const int rstar = static_cast<int>(sm.value & ((1 << 20) - 1));
+  const long long lstar = sm.load[rstar];
+  __syncthreads();
+  long long f_part = 0, c_part = 0;
+  for (int j = 0; j < kItems; ++j) {
+    const int q = threadIdx.x * kItems + j;
+    if (q >= sh.w) continue;
+    f_part += lstar > sm.load[q] ? lstar - sm.load[q] : 0;
+    c_part += sm.load[q] <= lstar;
+  }
+  const long long filled = Sum(sm, f_part);
+  const long long count = Sum(sm, c_part);
+  const long long t = lstar + (valid - filled + count - 1) / count;
+  // Quotas by order position; the last partial level to eligible positions in order.
+  long long q[kItems], elig[kItems];
+  long long given_part = 0;
+  for (int j = 0; j < kItems; ++j) {
+    const int pos = threadIdx.x * kItems + j;
+    q[j] = 0;
+    elig[j] = 0;
+    if (pos < sh.w) {
+      const long long l = sm.load[ExactOrderRank(pos, sh.rank)];
+      q[j] = t - 1 - l > 0 ? t - 1 - l : 0;
+      elig[j] = l + q[j] == t - 1;
+      given_part += q[j];
+    }
+  }
+  const long long rem = valid - Sum(sm, given_part);
+  long long before[kItems];
+  BlockScan(sm.cub.scan).ExclusiveSum(elig, before);
+  __syncthreads();
+  for (int j = 0; j < kItems; ++j) q[j] += (elig[j] && before[j] < rem) ? 1 : 0;
+  PrefixInto(sm, q);
+}
+
+// Position of u in sm.prefix: the last i in [0, w) with prefix[i] <= u.
+__device__ int UpperPosition(const long long* prefix, int w, long long u) {
+  int lo = 0, hi = w - 1;
+  while (lo < hi) {
+    const int mid = (lo + hi + 1) / 2;
+    if (prefix[mid] <= u) {
+      lo = mid;
+    } else {
+      hi = mid - 1;
+    }
+  }
+  return lo;
+}
+
+// Grid-wide barrier for a cooperative launch (all blocks co-resident): the last block to arrive
+// resets the count and bumps the generation the others spin on. cooperative_groups' grid sync
+// backs off with sleeps that cost microseconds here; a plain spin does not. One block: a block
+// barrier. The counters return to their start state, so the next call reuses them.
+__device__ void GridBarrier(unsigned int* bar) {
+  __syncthreads();
+  if (gridDim.x > 1 && threadIdx.x == 0) {
+    volatile unsigned int* gen = bar + 1;
+    const unsigned int my_gen = *gen;
+    __threadfence();
+    if (atomicAdd(bar, 1u) == gridDim.x - 1) {
+      atomicExch(bar, 0u);
+      __threadfence();
+      atomicAdd(bar + 1, 1u);
+    } else {
+      while (*gen == my_gen) {
+      }
+    }
+    __threadfence();
+  }
+  __syncthreads();
+}
+
+template <typename Id, bool kStatic, bool kSharedBins>
+__global__ void __launch_bounds__(kThreads)
+    RouteTopkKernel(Shape sh, const Id* __restrict__ logical, const float* __restrict__ routed_w,
+                    const int32_t* __restrict__ table, const int32_t* __restrict__ replicas,
+                    const int32_t* __restrict__ replica_count, int max_replicas,
+                    bool rank_invariant, Id* __restrict__ physical,
+                    unsigned long long* __restrict__ counts, Id* __restrict__ slots,
+                    float* __restrict__ weights, int32_t* __restrict__ shared_rank, Workspace ws) {
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  unsigned int* rank_bins = reinterpret_cast<unsigned int*>(smem_raw);  // [W]
+  unsigned int* phys_bins = rank_bins + sh.w;                           // [P]
+  PlanShared& plan = *reinterpret_cast<PlanShared*>(smem_raw);          // after the barrier
+  __shared__ unsigned int block_valid;
+
+  const bool balance = sh.mode != 0 && sh.n >= sh.min_batch;
+  EPLB_MARK(0);
+  const unsigned int parity = balance ? (*ws.call_counter & 1u) : 0u;
+  unsigned long long* rank_load = ws.rank_load + parity * sh.w;
+  unsigned int* valid_of_block = ws.block_valid + parity * kMaxBlocks;
+  if (balance && blockIdx.x == 0) {  // clear the other set for the next call
+    for (int i = threadIdx.x; i < sh.w; i += blockDim.x) ws.rank_load[(1 - parity) * sh.w + i] = 0;
+    for (int i = threadIdx.x; i < kMaxBlocks; i += blockDim.x) {
+      ws.block_valid[(1 - parity) * kMaxBlocks + i] = 0;
+    }
+  }
+  for (int i = threadIdx.x; i < sh.w; i += blockDim.x) rank_bins[i] = 0;
+  if (kSharedBins) {
+    for (int i = threadIdx.x; i < sh.p; i += blockDim.x) phys_bins[i] = 0;
+  }
+  if (threadIdx.x == 0) block_valid = 0;
+  __syncthreads();
+
+  const int chunk = (sh.n + gridDim.x - 1) / gridDim.x;
+  const int row0 = blockIdx.x * chunk;
+  const int row1 = min(sh.n, row0 + chunk);
+  const int width = sh.k + sh.s;
+  EPLB_MARK(1);
+  // Phase 1: one thread per token. All K ids are loaded before any is used, then all K table
+  // lookups, so a thread waits on two memory latencies, not 2K.
+  for (int t = row0 + threadIdx.x; t < row1; t += blockDim.x) {
+    const int64_t in0 = static_cast<int64_t>(t) * sh.k;
+    const int64_t out0 = static_cast<int64_t>(t) * width;
+    long long e[kRouteMaxTopK];
+#pragma unroll
+    for (int k = 0; k < kRouteMaxTopK; ++k) {
+      e[k] = k < sh.k ? static_cast<long long>(logical[in0 + k]) : -1;
+    }
+    int p[kRouteMaxTopK];
+#pragma unroll
+    for (int k = 0; k < kRouteMaxTopK; ++k) {
+      p[k] = -1;
+      if (e[k] >= 0 && e[k] < sh.e) {
+        if (kStatic) {
+          p[k] = __ldg(table + e[k]);
+        } else {
+          const int r =
+              DynamicReplicaIndex(t, k, sh.rank, rank_invariant, __ldg(replica_count + e[k]));
+          p[k] = __ldg(replicas + e[k] * max_replicas + r);
+        }
+      }
+    }
+    // Kept rolled: unrolled 16 times this body made phase 1 46 KB of code, and instruction fetch,
+    // not memory, set the time (13k cycles for 64 tokens on an H200).
+    bool any = false;
+#pragma unroll 1
+    for (int k = 0; k < sh.k; ++k) {
+      const int pk = p[k];
+      physical[in0 + k] = static_cast<Id>(pk);
+      if (pk >= 0) {
+        any = true;
+        const int owner = pk / sh.l;
+        slots[out0 + k] = static_cast<Id>(pk + owner * sh.s);
+        weights[out0 + k] = routed_w != nullptr ? routed_w[in0 + k] : 1.0f;
+        if (counts != nullptr && !kSharedBins) atomicAdd(&counts[pk], 1ull);
+      } else {
+        slots[out0 + k] = static_cast<Id>(-1);
+        weights[out0 + k] = 0.0f;
+      }
+      // Warp-aggregated shared-memory counts: one atomic per distinct bin in the warp.
+      const unsigned active = __activemask();
+      if (balance) {
+        const int key = pk >= 0 ? pk / sh.l : -1;
+        const unsigned peers = __match_any_sync(active, key);
+        if (key >= 0 && (threadIdx.x & 31) == __ffs(peers) - 1) {
+          atomicAdd(&rank_bins[key], static_cast<unsigned>(__popc(peers)));
+        }
+      }
+      if (kSharedBins && counts != nullptr) {
+        const unsigned peers = __match_any_sync(active, pk);
+        if (pk >= 0 && (threadIdx.x & 31) == __ffs(peers) - 1) {
+          atomicAdd(&phys_bins[pk], static_cast<unsigned>(__popc(peers)));
+        }
+      }
+    }
+    if (balance && any) atomicAdd(&block_valid, 1u);
+  }
+  __syncthreads();
+  if (balance) {
+    for (int i = threadIdx.x; i < sh.w; i += blockDim.x) {
+      if (rank_bins[i] != 0)
+        atomicAdd(&rank_load[i], static_cast<unsigned long long>(rank_bins[i]));
+    }
+    if (threadIdx.x == 0) valid_of_block[blockIdx.x] = block_valid;
+  }
+  if (kSharedBins && counts != nullptr) {
+    for (int i = threadIdx.x; i < sh.p; i += blockDim.x) {
+      if (phys_bins[i] != 0) atomicAdd(&counts[i], static_cast<unsigned long long>(phys_bins[i]));
+    }
+  }
+  if (sh.s == 0 && shared_rank == nullptr) return;  // nothing left to write
+
+  EPLB_MARK(2);
+  // Phase 2.
+  long long offset = 0;  // valid tokens in lower blocks (exact)
+  if (balance) {
+    GridBarrier(ws.barrier);
+    long long part = 0;
+    for (int r = threadIdx.x; r < sh.w; r += blockDim.x) {
+      plan.load[r] = static_cast<long long>(rank_load[r]);
+      part += plan.load[r];
+    }
+    __syncthreads();
+    const long long total_routed = Sum(plan, part);
+    if (sh.mode == 1) {
+      PlanSglang(sh, plan, total_routed);
+    } else {
+      long long v_all = 0, v_before = 0;
+      for (int b = threadIdx.x; b < static_cast<int>(gridDim.x); b += blockDim.x) {
+        const long long v = valid_of_block[b];
+        v_all += v;
+        if (b < static_cast<int>(blockIdx.x)) v_before += v;
+      }
+      const long long valid = Sum(plan, v_all);
+      offset = Sum(plan, v_before);
+      if (valid > 0) PlanExact(sh, plan, valid);
+    }
+    if (blockIdx.x == 0 && threadIdx.x == 0) atomicAdd(ws.call_counter, 1u);
+  }
+
+  EPLB_MARK(3);
+  // Phase 3: rows in tiles of blockDim, with a running valid-token index for the exact policy.
+  for (int base = row0; base < row1; base += blockDim.x) {
+    const int t = base + threadIdx.x;
+    bool any = false;
+    if (t < row1) {
+#pragma unroll
+      for (int k = 0; k < kRouteMaxTopK; ++k) {
+        if (k < sh.k) any |= physical[static_cast<int64_t>(t) * sh.k + k] >= 0;
+      }
+    }
+    long long j = 0;
+    if (balance && sh.mode == 2) {
+      long long aggregate = 0;
+      BlockScan(plan.cub.scan).ExclusiveSum(static_cast<long long>(any), j, aggregate);
+      __syncthreads();
+      j += offset;
+      offset += aggregate;
+    }
+    if (t >= row1) continue;
+    int dest = -1;
+    if (any) {
+      if (!balance) {
+        dest = sh.rank;
+      } else if (sh.mode == 1) {
+        const long long total = plan.prefix[sh.w];
+        if (total <= 0) {
+          dest = static_cast<int>(plan.value2);
+        } else {
+          const long long u = static_cast<long long>(WaterfillSeed(t, sh.rank) %
+                                                     static_cast<unsigned long long>(total));
+          dest = UpperPosition(plan.prefix, sh.w, u);
+        }
+      } else {
+        dest = ExactOrderRank(UpperPosition(plan.prefix, sh.w, j), sh.rank);
+      }
+    }
+    if (shared_rank != nullptr) shared_rank[t] = dest;
+    for (int s = 0; s < sh.s; ++s) {
+      const int64_t o = static_cast<int64_t>(t) * width + sh.k + s;
+      slots[o] =
+          static_cast<Id>(dest >= 0 ? static_cast<long long>(dest) * (sh.l + sh.s) + sh.l + s : -1);
+      weights[o] = dest >= 0 ? sh.shared_weight : 0.0f;
+    }
+  }
+  EPLB_MARK(4);
+}
+
+template <typename Id, bool kStatic, bool kSharedBins>
+absl::Status LaunchOne(const Shape& sh, const RouteTopkParams& p, const RouteTopkBuffers<Id>& b,
+                       Workspace ws, cudaStream_t stream) {
+  auto kernel = RouteTopkKernel<Id, kStatic, kSharedBins>;
+  const size_t bins = sizeof(unsigned int) * (sh.w + (kSharedBins ? sh.p : 0));
+  const size_t smem = bins > sizeof(PlanShared) ? bins : sizeof(PlanShared);
+  static int max_blocks = [&] {
+    int sms = 0, per_sm = 0;
+    cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0);
+    cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, 64 * 1024);
+    cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, 64 * 1024);
+    return sms * (per_sm > 0 ? per_sm : 1);
+  }();
+  // About one row per thread, never more blocks than can be co-resident.
+  int blocks = (sh.n + kThreads - 1) / kThreads;
+  if (blocks > max_blocks) blocks = max_blocks;
+  if (blocks > kMaxBlocks) blocks = kMaxBlocks;
+  if (blocks < 1) blocks = 1;
+  auto* counts = reinterpret_cast<unsigned long long*>(b.counts);
+  void* args[] = {const_cast<Shape*>(&sh),
+                  const_cast<const Id**>(&b.logical),
+                  const_cast<const float**>(&b.routed_weights),
+                  const_cast<const int32_t**>(&p.static_table),
+                  const_cast<const int32_t**>(&p.replicas),
+                  const_cast<const int32_t**>(&p.replica_count),
+                  const_cast<int*>(&p.max_replicas),
+                  const_cast<bool*>(&p.rank_invariant),
+                  const_cast<Id**>(&b.physical),
+                  &counts,
+                  const_cast<Id**>(&b.slots),
+                  const_cast<float**>(&b.weights),
+                  const_cast<int32_t**>(&b.shared_rank),
+                  &ws};
+  EPLB_CUDA_RETURN_IF_ERROR(cudaLaunchCooperativeKernel(reinterpret_cast<void*>(kernel), blocks,
+                                                        kThreads, args, smem, stream));
+  return absl::OkStatus();
+}
+
+template <typename Id>
+absl::Status Launch(const RouteTopkParams& p, const RouteTopkBuffers<Id>& b, cudaStream_t stream) {
+  if (absl::Status s = ValidateRouteTopk(p); !s.ok()) return s;
+  if (p.num_tokens == 0) return absl::OkStatus();
+  if (b.workspace == nullptr) return absl::InvalidArgumentError("route_topk needs a workspace");
+  const int mode = (p.num_shared == 0 || p.waterfill == RouteWaterfill::kLocal) ? 0
+                   : p.waterfill == RouteWaterfill::kSglang                     ? 1
+                                                                                : 2;
+  Shape sh{p.num_tokens,
+           p.top_k,
+           p.num_logical,
+           p.num_physical,
+           p.ep_size,
+           p.num_shared,
+           p.num_physical / p.ep_size,
+           p.rank,
+           mode,
+           p.min_batch,
+           p.shared_weight,
+           p.debug_phase_clocks};
+  Workspace ws = Carve(b.workspace, p.ep_size);
+  const bool is_static = p.dispatch == RouteDispatch::kStatic;
+  const bool shared_bins = p.num_physical <= kMaxSharedBins;
+  if (is_static && shared_bins) return LaunchOne<Id, true, true>(sh, p, b, ws, stream);
+  if (is_static) return LaunchOne<Id, true, false>(sh, p, b, ws, stream);
+  if (shared_bins) return LaunchOne<Id, false, true>(sh, p, b, ws, stream);
+  return LaunchOne<Id, false, false>(sh, p, b, ws, stream);
+}
+
+}  // namespace
+
+size_t RouteTopkWorkspaceBytes(int num_tokens, int ep_size) {
+  (void)num_tokens;
+  return 16 + Align8(sizeof(unsigned long long) * 2 * ep_size) +
+         sizeof(unsigned int) * 2 * kMaxBlocks;
+}
+
+absl::Status LaunchRouteTopk(const RouteTopkParams& p, const RouteTopkBuffers<int32_t>& b,
+                             cudaStream_t stream) {
+  return Launch(p, b, stream);
+}
+
+absl::Status LaunchRouteTopk(const RouteTopkParams& p, const RouteTopkBuffers<int64_t>& b,
+                             cudaStream_t stream) {
+  return Launch(p, b, stream);
+}
+
+}  // namespace eplb

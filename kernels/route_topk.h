@@ -1,0 +1,91 @@
+// The per-layer routing hot path in one family (spec/DOMAIN.md sections 3, 6, 7, 8):
+//
+//   logical top-k ids [N][K]  ->  physical ids [N][K]        (static table or dynamic pick)
+//                             ->  load histogram counts[P]   (accumulated; padding skipped)
+//                             ->  slot ids [N][K+S] + weights (routed remap, shared columns)
+//                             ->  Waterfill: the rank of each token's shared expert
+//
+// Launcher-only header (plain C++). One cooperative kernel per call, capturable in a CUDA graph
+// (no host sync, tables read in place): one read of the ids makes the physical ids, the routed
+// slots and both histograms; one grid barrier; then every block derives the Waterfill plan from
+// the rank counts and writes its rows' shared columns. int32 and int64 ids, K <= 16, W <= 1024,
+// any N >= 0. Waterfill uses the static plan (this rank's own counts); dynamic mode's all-reduce
+// belongs to the caller.
+//
+// The CPU twin, RouteTopkRef, is built from //core (dispatch, Waterfill, remap): the kernels must
+// equal it bit for bit.
+//
+//   RouteTopkParams p = ...;                  // device pointers in p and b
+//   cudaMalloc(&b.workspace, RouteTopkWorkspaceBytes(n, w));
+//   cudaMemset(b.workspace, 0, RouteTopkWorkspaceBytes(n, w));   // once; calls keep it clean
+//   EPLB_RETURN_IF_ERROR(LaunchRouteTopk(p, b, stream));
+#ifndef EPLB_KERNELS_ROUTE_TOPK_H_
+#define EPLB_KERNELS_ROUTE_TOPK_H_
+
+#include <cuda_runtime_api.h>
+
+#include <cstddef>
+#include <cstdint>
+
+#include "absl/status/status.h"
+
+namespace eplb {
+
+enum class RouteDispatch { kStatic, kDynamic };
+enum class RouteWaterfill { kLocal, kSglang, kExact };
+
+inline constexpr int kRouteMaxTopK = 16;
+inline constexpr int kRouteMaxRanks = 1024;
+
+struct RouteTopkParams {
+  int num_tokens = 0;
+  int top_k = 0;
+  int num_logical = 0;   // E
+  int num_physical = 0;  // P = E + R
+  int ep_size = 0;       // W
+  int num_shared = 0;    // S
+  int rank = 0;          // the source rank
+  RouteDispatch dispatch = RouteDispatch::kStatic;
+  const int32_t* static_table = nullptr;   // [E]: this rank's table for the layer
+  const int32_t* replicas = nullptr;       // [E][max_replicas], ascending, -1 padded (dynamic)
+  const int32_t* replica_count = nullptr;  // [E] (dynamic)
+  int max_replicas = 0;
+  bool rank_invariant = true;
+  RouteWaterfill waterfill = RouteWaterfill::kSglang;
+  int min_batch = 64;  // batches under this keep the shared expert local
+  float shared_weight = 1.0f;
+  // Debug: if set, a device array of 5 int64 that receives clock64() of block 0 at the start,
+  // before phase 1, before the barrier, before phase 3 and at the end (for profiling only).
+  long long* debug_phase_clocks = nullptr;
+};
+
+template <typename Id>
+struct RouteTopkBuffers {
+  const Id* logical = nullptr;            // [N][K] in
+  const float* routed_weights = nullptr;  // [N][K] in, or null (1.0)
+  Id* physical = nullptr;                 // [N][K] out
+  int64_t* counts = nullptr;              // [P] accumulated, or null
+  Id* slots = nullptr;                    // [N][K+S] out
+  float* weights = nullptr;               // [N][K+S] out
+  int32_t* shared_rank = nullptr;         // [N] out, or null
+  void* workspace = nullptr;              // RouteTopkWorkspaceBytes(N, W) bytes
+};
+
+size_t RouteTopkWorkspaceBytes(int num_tokens, int ep_size);
+
+// Checks the parameters (InvalidArgument naming the value), then enqueues the kernels.
+absl::Status LaunchRouteTopk(const RouteTopkParams& p, const RouteTopkBuffers<int32_t>& b,
+                             cudaStream_t stream);
+absl::Status LaunchRouteTopk(const RouteTopkParams& p, const RouteTopkBuffers<int64_t>& b,
+                             cudaStream_t stream);
+
+// The same contract on host pointers (workspace unused), built from //core.
+absl::Status RouteTopkRef(const RouteTopkParams& p, const RouteTopkBuffers<int32_t>& b);
+absl::Status RouteTopkRef(const RouteTopkParams& p, const RouteTopkBuffers<int64_t>& b);
+
+// Shared checks of both paths.
+absl::Status ValidateRouteTopk(const RouteTopkParams& p);
+
+}  // namespace eplb
+
+#endif  // EPLB_KERNELS_ROUTE_TOPK_H_
