@@ -1,0 +1,148 @@
+#include "eplb_controller/controller_service.h"
+
+#include <deque>
+#include <memory>
+#include <thread>
+
+#include "absl/synchronization/mutex.h"
+
+namespace eplb {
+namespace {
+
+// Queues updates for one stream; a writer thread drains them.
+class StreamSink final : public UpdateSink {
+ public:
+  bool Send(const v1::PlacementUpdate& update) override {
+    absl::MutexLock lock(&mu_);
+    if (closed_) return false;
+    queue_.push_back(update);
+    return true;
+  }
+  // Blocks until an update is queued or the sink closes; false when closed and empty.
+  bool Next(v1::PlacementUpdate* out) {
+    absl::MutexLock lock(&mu_);
+    mu_.Await(absl::Condition(
+        +[](StreamSink* s)
+             ABSL_EXCLUSIVE_LOCKS_REQUIRED(s->mu_) { return s->closed_ || !s->queue_.empty(); },
+        this));
+    if (queue_.empty()) return false;
+    *out = std::move(queue_.front());
+    queue_.pop_front();
+    return true;
+  }
+  void Close() {
+    absl::MutexLock lock(&mu_);
+    closed_ = true;
+  }
+
+ private:
+  absl::Mutex mu_;
+  std::deque<v1::PlacementUpdate> queue_ ABSL_GUARDED_BY(mu_);
+  bool closed_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+}  // namespace
+
+grpc::Status ToGrpcStatus(const absl::Status& s) {
+  if (s.ok()) return grpc::Status::OK;
+  return grpc::Status(static_cast<grpc::StatusCode>(s.code()), std::string(s.message()));
+}
+
+grpc::Status WorkerService::Register(grpc::ServerContext*, const v1::RegisterRequest* req,
+                                     v1::RegisterResponse* resp) {
+  auto r = controller_->Register(*req);
+  if (!r.ok()) return ToGrpcStatus(r.status());
+  *resp = *std::move(r);
+  return grpc::Status::OK;
+}
+
+grpc::Status WorkerService::ReportLoad(grpc::ServerContext*, const v1::LoadReport* req,
+                                       v1::LoadReportAck* resp) {
+  if (absl::Status s = controller_->ReportLoad(*req); !s.ok()) return ToGrpcStatus(s);
+  resp->set_current_version(controller_->version());
+  return grpc::Status::OK;
+}
+
+grpc::Status WorkerService::StreamPlacements(
+    grpc::ServerContext* ctx,
+    grpc::ServerReaderWriter<v1::PlacementUpdate, v1::PlacementAnswer>* stream) {
+  v1::PlacementAnswer hello;
+  if (!stream->Read(&hello)) return grpc::Status::OK;
+  auto sink = std::make_shared<StreamSink>();
+  if (absl::Status s = controller_->Attach(hello.worker_id(), hello.session_id(), sink); !s.ok()) {
+    return ToGrpcStatus(s);
+  }
+  std::thread writer([&] {
+    v1::PlacementUpdate u;
+    while (sink->Next(&u)) {
+      if (!stream->Write(u)) {
+        sink->Close();
+        ctx->TryCancel();
+        break;
+      }
+    }
+  });
+  v1::PlacementAnswer a;
+  while (stream->Read(&a)) controller_->OnAnswer(a);
+  sink->Close();
+  writer.join();
+  controller_->Detach(hello.worker_id(), sink.get());
+  return grpc::Status::OK;
+}
+
+grpc::Status AdminService::GetStatus(grpc::ServerContext*, const v1::GetStatusRequest*,
+                                     v1::GetStatusResponse* resp) {
+  *resp = controller_->Status();
+  return grpc::Status::OK;
+}
+
+grpc::Status AdminService::GetPlacement(grpc::ServerContext*, const v1::GetPlacementRequest*,
+                                        v1::Placement* resp) {
+  *resp = controller_->CurrentPlacement();
+  return grpc::Status::OK;
+}
+
+grpc::Status AdminService::TriggerRebalance(grpc::ServerContext*,
+                                            const v1::TriggerRebalanceRequest* req,
+                                            v1::TriggerRebalanceResponse* resp) {
+  const RebalanceRecord r = controller_->TriggerRebalance(req->reason(), req->force());
+  resp->set_version(controller_->version());
+  resp->set_result(r.result + (r.reason.empty() ? "" : ": " + r.reason));
+  return grpc::Status::OK;
+}
+
+grpc::Status AdminService::SetPolicy(grpc::ServerContext*, const v1::SetPolicyRequest* req,
+                                     v1::Policy* resp) {
+  const v1::Policy& p = req->policy();
+  if (!p.algorithm().empty() && p.algorithm() != "incremental" && p.algorithm() != "balanced" &&
+      p.algorithm() != "deepseek") {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        "algorithm " + p.algorithm() +
+                            " is unknown; expected incremental, "
+                            "balanced or deepseek");
+  }
+  if (p.trigger_balancedness() < 0 || p.trigger_balancedness() > 1 ||
+      p.min_balancedness_gain() < 0 || p.hysteresis() < 0 || p.min_interval_ms() < 0) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        "policy values out of range: trigger in [0,1], gain, hysteresis and "
+                        "interval >= 0");
+  }
+  ControllerPolicy c = controller_->policy();
+  c.trigger_balancedness = p.trigger_balancedness();
+  c.min_balancedness_gain = p.min_balancedness_gain();
+  c.hysteresis = p.hysteresis();
+  c.min_interval = absl::Milliseconds(p.min_interval_ms());
+  c.max_moves = p.max_moves_per_rebalance() > 0 ? p.max_moves_per_rebalance() : -1;
+  if (!p.algorithm().empty()) c.algorithm = p.algorithm();
+  c.paused = p.paused();
+  controller_->SetPolicy(c);
+  *resp = p;
+  return grpc::Status::OK;
+}
+
+grpc::Status AdminService::SetRankState(grpc::ServerContext*, const v1::SetRankStateRequest* req,
+                                        v1::Empty*) {
+  return ToGrpcStatus(controller_->SetRankDead(req->rank(), req->dead()));
+}
+
+}  // namespace eplb
