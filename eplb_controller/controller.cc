@@ -104,7 +104,7 @@ Controller::Controller(Options options, ExpertLayout layout,
 Controller::~Controller() = default;
 
 absl::Status Controller::LoadState() {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   const std::string path = options_.state_dir.empty() ? "" : options_.state_dir + "/state.json";
   std::shared_ptr<const PlacementMap> map;
   if (!path.empty() && access(path.c_str(), F_OK) == 0) {
@@ -186,7 +186,7 @@ absl::StatusOr<v1::RegisterResponse> Controller::Register(const v1::RegisterRequ
           absl::StrCat("rank ", r, " is out of range [0, ", layout_.ep_size(), ")"));
     }
   }
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   for (const auto& [id, w] : workers_) {
     if (id == req.worker_id() || w.dead) continue;
     for (int r : req.ranks()) {
@@ -224,7 +224,7 @@ absl::StatusOr<v1::RegisterResponse> Controller::Register(const v1::RegisterRequ
 }
 
 absl::Status Controller::ReportLoad(const v1::LoadReport& report) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   auto reject = [&](absl::Status s) {
     metrics_->reports.Add({{"result", "rejected"}}).Increment();
     return s;
@@ -264,7 +264,7 @@ absl::Status Controller::ReportLoad(const v1::LoadReport& report) {
 
 absl::Status Controller::Attach(const std::string& worker_id, const std::string& session_id,
                                 std::shared_ptr<UpdateSink> sink) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   auto it = workers_.find(worker_id);
   if (it == workers_.end() || it->second.session_id != session_id) {
     return absl::FailedPreconditionError(
@@ -275,7 +275,7 @@ absl::Status Controller::Attach(const std::string& worker_id, const std::string&
 }
 
 void Controller::Detach(const std::string& worker_id, const UpdateSink* sink) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   auto it = workers_.find(worker_id);
   if (it == workers_.end() || it->second.sink.get() != sink) return;
   it->second.sink.reset();
@@ -289,7 +289,7 @@ void Controller::Detach(const std::string& worker_id, const UpdateSink* sink) {
 }
 
 void Controller::OnAnswer(const v1::PlacementAnswer& a) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   if (!rollout_active_ || a.version() != rollout_.version || a.nonce() != rollout_.nonce ||
       !rollout_.waiting.count(a.worker_id())) {
     return;  // stale or unexpected: ignored
@@ -307,7 +307,7 @@ bool Controller::RunPhase(const v1::PlacementUpdate& update) {
   std::vector<std::pair<std::string, std::shared_ptr<UpdateSink>>> targets;
   v1::PlacementUpdate msg = update;
   {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     rollout_.phase = update.phase();
     rollout_.nonce = absl::StrCat(update.version(), "-", static_cast<int>(update.phase()), "-",
                                   absl::ToUnixNanos(options_.now()));
@@ -328,16 +328,16 @@ bool Controller::RunPhase(const v1::PlacementUpdate& update) {
   }
   for (auto& [id, sink] : targets) {
     if (!sink->Send(msg)) {
-      absl::MutexLock lock(&mu_);
+      MutexLock lock(&mu_);
       rollout_.waiting.erase(id);
       if (rollout_.failure.empty()) rollout_.failure = absl::StrCat("worker ", id, " unreachable");
     }
   }
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   auto done = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     return rollout_.waiting.empty() || !rollout_.failure.empty();
   };
-  mu_.AwaitWithTimeout(absl::Condition(&done), options_.rollout_timeout);
+  mu_.AwaitWithTimeout(done, options_.rollout_timeout);
   if (rollout_.failure.empty() && !rollout_.waiting.empty()) {
     rollout_.failure =
         absl::StrCat("no answer within ", absl::FormatDuration(options_.rollout_timeout), " from ",
@@ -381,14 +381,14 @@ RebalanceRecord Controller::TriggerRebalance(const std::string& reason, bool for
 }
 
 RebalanceRecord Controller::Rebalance(const std::string& reason, bool force) {
-  absl::MutexLock one_at_a_time(&rollout_mu_);
+  MutexLock one_at_a_time(&rollout_mu_);
   RebalanceRecord rec;
   std::shared_ptr<const PlacementMap> next;
   std::vector<int> changed;
   uint64_t base = 0;
   std::vector<int> dead;
   {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     const absl::Time now = options_.now();
     rec.time = now;
     rec.reason = reason;
@@ -476,14 +476,14 @@ RebalanceRecord Controller::Rebalance(const std::string& reason, bool force) {
     abort.set_version(rec.version);
     std::vector<std::shared_ptr<UpdateSink>> sinks;
     {
-      absl::MutexLock lock(&mu_);
+      MutexLock lock(&mu_);
       for (auto& [id, w] : workers_) {
         if (w.sink != nullptr) sinks.push_back(w.sink);
       }
     }
     for (auto& s : sinks) s->Send(abort);
   }
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   rollout_active_ = false;
   if (ok) {
     version_ = rec.version;
@@ -508,12 +508,12 @@ RebalanceRecord Controller::Rebalance(const std::string& reason, bool force) {
 }
 
 void Controller::SetPolicy(const ControllerPolicy& policy) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   policy_ = policy;
 }
 
 ControllerPolicy Controller::policy() const {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   return policy_;
 }
 
@@ -522,7 +522,7 @@ absl::Status Controller::SetRankDead(int rank, bool dead) {
     return absl::InvalidArgumentError(
         absl::StrCat("rank ", rank, " is out of range [0, ", layout_.ep_size(), ")"));
   }
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   if (dead) {
     dead_ranks_.insert(rank);
   } else {
@@ -532,17 +532,17 @@ absl::Status Controller::SetRankDead(int rank, bool dead) {
 }
 
 uint64_t Controller::version() const {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   return version_;
 }
 
 std::shared_ptr<const PlacementMap> Controller::map() const {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   return map_;
 }
 
 v1::Placement Controller::CurrentPlacement() const {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   v1::Placement p;
   p.set_version(version_);
   for (int l = 0; l < map_->num_layers(); ++l) {
@@ -555,7 +555,7 @@ v1::Placement Controller::CurrentPlacement() const {
 }
 
 v1::GetStatusResponse Controller::Status() const {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   v1::GetStatusResponse s;
   s.set_version(version_);
   v1::LayoutFingerprint* f = s.mutable_layout();

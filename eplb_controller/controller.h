@@ -32,8 +32,8 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "common/mutex.h"
 #include "core/expert_layout.h"
 #include "core/placement_map.h"
 #include "eplb_controller/load_aggregator.h"
@@ -148,8 +148,8 @@ class Controller {
   const Options options_;
   const ExpertLayout layout_;
   std::unique_ptr<Metrics> metrics_;
-  absl::Mutex rollout_mu_;  // one rollout at a time; taken before mu_
-  mutable absl::Mutex mu_;
+  Mutex rollout_mu_;  // one rollout at a time; taken before mu_
+  mutable Mutex mu_;
   uint64_t version_ ABSL_GUARDED_BY(mu_) = 1;
   std::shared_ptr<const PlacementMap> map_ ABSL_GUARDED_BY(mu_);
   std::set<int> dead_ranks_ ABSL_GUARDED_BY(mu_);

@@ -4,7 +4,7 @@
 #include <memory>
 #include <thread>
 
-#include "absl/synchronization/mutex.h"
+#include "common/mutex.h"
 
 namespace eplb {
 namespace {
@@ -13,30 +13,27 @@ namespace {
 class StreamSink final : public UpdateSink {
  public:
   bool Send(const v1::PlacementUpdate& update) override {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     if (closed_) return false;
     queue_.push_back(update);
     return true;
   }
   // Blocks until an update is queued or the sink closes; false when closed and empty.
   bool Next(v1::PlacementUpdate* out) {
-    absl::MutexLock lock(&mu_);
-    mu_.Await(absl::Condition(
-        +[](StreamSink* s)
-             ABSL_EXCLUSIVE_LOCKS_REQUIRED(s->mu_) { return s->closed_ || !s->queue_.empty(); },
-        this));
+    MutexLock lock(&mu_);
+    mu_.Await([this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return closed_ || !queue_.empty(); });
     if (queue_.empty()) return false;
     *out = std::move(queue_.front());
     queue_.pop_front();
     return true;
   }
   void Close() {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     closed_ = true;
   }
 
  private:
-  absl::Mutex mu_;
+  Mutex mu_;
   std::deque<v1::PlacementUpdate> queue_ ABSL_GUARDED_BY(mu_);
   bool closed_ ABSL_GUARDED_BY(mu_) = false;
 };

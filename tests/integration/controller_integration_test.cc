@@ -12,8 +12,8 @@
 #include <thread>
 #include <vector>
 
-#include "absl/synchronization/mutex.h"
 #include "common/http_get.h"
+#include "common/mutex.h"
 #include "eplb_controller/controller.h"
 #include "eplb_controller/controller_service.h"
 #include "gmock/gmock.h"
@@ -71,7 +71,7 @@ class FakeWorker {
       v1::PlacementUpdate u;
       while (stream_->Read(&u)) {
         {
-          absl::MutexLock lock(&mu_);
+          MutexLock lock(&mu_);
           phases_.push_back(u.phase());
           if (u.phase() == v1::PlacementUpdate::PREPARE) prepared_ = u;
           if (u.phase() == v1::PlacementUpdate::COMMIT) applied_ = u.version();
@@ -124,15 +124,15 @@ class FakeWorker {
   }
 
   std::vector<v1::PlacementUpdate::Phase> phases() {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     return phases_;
   }
   uint64_t applied() {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     return applied_;
   }
   v1::PlacementUpdate prepared() {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     return prepared_;
   }
   const v1::RegisterResponse& registration() const { return resp_; }
@@ -148,7 +148,7 @@ class FakeWorker {
   std::unique_ptr<grpc::ClientContext> ctx_;
   std::unique_ptr<grpc::ClientReaderWriter<v1::PlacementAnswer, v1::PlacementUpdate>> stream_;
   std::thread reader_;
-  absl::Mutex mu_;
+  Mutex mu_;
   std::vector<v1::PlacementUpdate::Phase> phases_ ABSL_GUARDED_BY(mu_);
   uint64_t applied_ ABSL_GUARDED_BY(mu_) = 0;
   v1::PlacementUpdate prepared_ ABSL_GUARDED_BY(mu_);
