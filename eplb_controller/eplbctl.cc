@@ -11,6 +11,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
@@ -24,7 +25,9 @@
 #include "core/topk_postprocess.h"
 #include "core/waterfill.h"
 #include "eplb_controller/placement/placement.h"
+#include "grpcpp/grpcpp.h"
 #include "nlohmann/json.hpp"
+#include "proto/eplb.grpc.pb.h"
 
 namespace eplb {
 namespace {
@@ -32,7 +35,7 @@ namespace {
 using Json = nlohmann::ordered_json;
 
 constexpr char kUsage[] =
-    "usage: eplbctl <layout|route|plan|help> [flags]\n"
+    "usage: eplbctl <layout|route|plan|status|help> [flags]\n"
     "  layout --num-logical E --num-redundant R --ep-size W --num-shared S [--num-nodes N]\n"
     "         [--placement FILE --layer L]\n"
     "  route  --placement FILE --layer L --rank R --ep-size W --num-shared S --topk ID,...\n"
@@ -43,7 +46,8 @@ constexpr char kUsage[] =
     "         [--algorithm deepseek|balanced|incremental] [--current PLACEMENT.json]\n"
     "         [--dead-ranks 3,7] [--max-moves M] [--target-balancedness B]\n"
     "         [--node-locality auto|keep|relax] [--forbid-duplicates] [--bytes-per-expert B]\n"
-    "         [--out FILE]\n";
+    "         [--out FILE]\n"
+    "  status --controller HOST:PORT [--json] [--timeout SECONDS]\n";
 
 // --name value / --name=value flags, checked against what the subcommand accepts.
 class Flags {
@@ -413,6 +417,87 @@ absl::StatusOr<Json> PlanCmd(const Flags& f) {
   return j;
 }
 
+// `eplbctl status`: the live controller's view, as JSON (the caller prints text or JSON).
+absl::StatusOr<Json> StatusCmd(const Flags& f) {
+  EPLB_ASSIGN_OR_RETURN(std::string addr, f.Str("controller"));
+  EPLB_ASSIGN_OR_RETURN(double timeout_s, f.Double("timeout", 5.0));
+  auto stub =
+      v1::EplbAdminService::NewStub(grpc::CreateChannel(addr, grpc::InsecureChannelCredentials()));
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() +
+                   std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000)));
+  v1::GetStatusResponse s;
+  grpc::Status rpc = stub->GetStatus(&ctx, v1::GetStatusRequest(), &s);
+  if (!rpc.ok()) {
+    return absl::UnavailableError(
+        absl::StrCat("controller ", addr, " did not answer: ", rpc.error_message()));
+  }
+  Json j;
+  j["controller"] = addr;
+  j["version"] = s.version();
+  j["layout"] = absl::StrCat("E=", s.layout().num_logical(), " R=", s.layout().num_redundant(),
+                             " W=", s.layout().ep_size(), " S=", s.layout().num_shared(),
+                             " layers=", s.layout().num_layers());
+  j["balancedness"] = s.balancedness();
+  j["predicted_balancedness"] = s.predicted_balancedness();
+  j["balancedness_per_layer"] =
+      std::vector<double>(s.balancedness_per_layer().begin(), s.balancedness_per_layer().end());
+  j["rollout_in_progress"] = s.rollout_in_progress();
+  j["dead_ranks"] = std::vector<int>(s.dead_ranks().begin(), s.dead_ranks().end());
+  Json workers = Json::array();
+  for (const auto& w : s.workers()) {
+    workers.push_back({{"worker_id", w.worker_id()},
+                       {"ranks", std::vector<int>(w.ranks().begin(), w.ranks().end())},
+                       {"node", w.node()},
+                       {"state", w.state()},
+                       {"applied_version", w.applied_version()}});
+  }
+  j["workers"] = workers;
+  Json recent = Json::array();
+  for (const auto& r : s.recent()) {
+    recent.push_back({{"version", r.version()},
+                      {"result", r.result()},
+                      {"reason", r.reason()},
+                      {"balancedness_before", r.balancedness_before()},
+                      {"predicted_balancedness", r.predicted_balancedness()},
+                      {"experts_moved", r.experts_moved()},
+                      {"plan_seconds", r.plan_seconds()}});
+  }
+  j["recent_rebalances"] = recent;
+  j["policy"] = {{"algorithm", s.policy().algorithm()},
+                 {"trigger_balancedness", s.policy().trigger_balancedness()},
+                 {"min_balancedness_gain", s.policy().min_balancedness_gain()},
+                 {"paused", s.policy().paused()}};
+  return j;
+}
+
+std::string StatusText(const Json& j) {
+  std::ostringstream o;
+  o << "controller " << j["controller"].get<std::string>() << "  version "
+    << j["version"].get<uint64_t>() << "  " << j["layout"].get<std::string>()
+    << (j["rollout_in_progress"].get<bool>() ? "  (rollout in progress)" : "") << "\n";
+  o << absl::StrFormat("balancedness %.4f observed, %.4f predicted by the last plan\n",
+                       j["balancedness"].get<double>(), j["predicted_balancedness"].get<double>());
+  o << "per layer:";
+  for (double b : j["balancedness_per_layer"]) o << absl::StrFormat(" %.3f", b);
+  o << "\nworkers (" << j["workers"].size() << "):\n";
+  for (const auto& w : j["workers"]) {
+    o << "  " << w["worker_id"].get<std::string>() << "  ranks " << w["ranks"].dump() << "  node "
+      << w["node"].get<int>() << "  " << w["state"].get<std::string>() << "  applied v"
+      << w["applied_version"].get<uint64_t>() << "\n";
+  }
+  o << "last rebalances:\n";
+  for (const auto& r : j["recent_rebalances"]) {
+    o << absl::StrFormat("  v%d %s (%s): %.4f -> %.4f, %d moved\n", r["version"].get<uint64_t>(),
+                         r["result"].get<std::string>(), r["reason"].get<std::string>(),
+                         r["balancedness_before"].get<double>(),
+                         r["predicted_balancedness"].get<double>(),
+                         r["experts_moved"].get<int64_t>());
+  }
+  o << "policy: " << j["policy"].dump() << "\n";
+  return o.str();
+}
+
 }  // namespace
 
 int RunEplbctl(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
@@ -435,6 +520,13 @@ int RunEplbctl(const std::vector<std::string>& args, std::ostream& out, std::ost
                            "batch-routed-load", "routed-scaling-factor"},
                           {});
     result = f.ok() ? Route(*f) : absl::StatusOr<Json>(f.status());
+  } else if (cmd == "status") {
+    auto f = Flags::Parse(args, 1, {"controller", "timeout"}, {"json"});
+    result = f.ok() ? StatusCmd(*f) : absl::StatusOr<Json>(f.status());
+    if (result.ok() && !f->Bool("json")) {
+      out << StatusText(*result);
+      return 0;
+    }
   } else if (cmd == "plan") {
     auto f = Flags::Parse(args, 1,
                           {"load", "num-physical", "ep-size", "num-nodes", "num-groups",
@@ -455,7 +547,8 @@ int RunEplbctl(const std::vector<std::string>& args, std::ostream& out, std::ost
       return 0;
     }
   } else {
-    err << "eplbctl: unknown command \"" << cmd << "\"; expected layout, route, plan or help\n";
+    err << "eplbctl: unknown command \"" << cmd
+        << "\"; expected layout, route, plan, status or help\n";
     return 2;
   }
   if (!result.ok()) {

@@ -8,6 +8,7 @@
 #include <atomic>
 #include <cstdio>
 #include <memory>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -16,6 +17,7 @@
 #include "common/mutex.h"
 #include "eplb_controller/controller.h"
 #include "eplb_controller/controller_service.h"
+#include "eplb_controller/eplbctl.h"
 #include "gmock/gmock.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
@@ -376,6 +378,28 @@ TEST_F(ControllerIntegrationTest, RegistrationChecksLayoutAndRanks) {
   req.set_ranks(0, kW);
   grpc::ClientContext c2;
   EXPECT_EQ(stub->Register(&c2, req, &resp).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+}
+
+TEST_F(ControllerIntegrationTest, EplbctlStatusShowsTheLiveController) {
+  Start();
+  AddWorkers({Behaviour::kAck, Behaviour::kAck, Behaviour::kAck, Behaviour::kAck});
+  ReportSkew();
+  ASSERT_EQ(controller_->Step().result, "committed");
+  std::ostringstream out, err;
+  ASSERT_EQ(RunEplbctl({"status", "--controller", target_, "--json"}, out, err), 0) << err.str();
+  EXPECT_THAT(out.str(), HasSubstr("\"version\":2"));
+  EXPECT_THAT(out.str(), HasSubstr("\"worker_id\":\"worker-3\""));
+  EXPECT_THAT(out.str(), HasSubstr("\"result\":\"committed\""));
+  std::ostringstream text, err2;
+  ASSERT_EQ(RunEplbctl({"status", "--controller", target_}, text, err2), 0);
+  EXPECT_THAT(text.str(), HasSubstr("version 2"));
+  EXPECT_THAT(text.str(), HasSubstr("workers (4)"));
+  EXPECT_THAT(text.str(), HasSubstr("v2 committed"));
+  std::ostringstream none, err3;
+  EXPECT_EQ(RunEplbctl({"status", "--controller", "127.0.0.1:1", "--timeout", "0.5"}, none, err3),
+            1);
+  EXPECT_TRUE(none.str().empty());
+  EXPECT_THAT(err3.str(), HasSubstr("did not answer"));
 }
 
 }  // namespace
