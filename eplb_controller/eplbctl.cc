@@ -21,6 +21,7 @@
 #include "core/dispatch.h"
 #include "core/expert_layout.h"
 #include "core/formats.h"
+#include "core/move_plan.h"
 #include "core/placement_map.h"
 #include "core/topk_postprocess.h"
 #include "core/waterfill.h"
@@ -35,7 +36,7 @@ namespace {
 using Json = nlohmann::ordered_json;
 
 constexpr char kUsage[] =
-    "usage: eplbctl <layout|route|plan|status|help> [flags]\n"
+    "usage: eplbctl <layout|route|plan|diff|status|help> [flags]\n"
     "  layout --num-logical E --num-redundant R --ep-size W --num-shared S [--num-nodes N]\n"
     "         [--placement FILE --layer L]\n"
     "  route  --placement FILE --layer L --rank R --ep-size W --num-shared S --topk ID,...\n"
@@ -47,6 +48,8 @@ constexpr char kUsage[] =
     "         [--dead-ranks 3,7] [--max-moves M] [--target-balancedness B]\n"
     "         [--node-locality auto|keep|relax] [--forbid-duplicates] [--bytes-per-expert B]\n"
     "         [--out FILE]\n"
+    "  diff   --from OLD.json --to NEW.json --ep-size W [--num-nodes N]\n"
+    "         [--bytes-per-expert B] [--dead-ranks 3,7]\n"
     "  status --controller HOST:PORT [--json] [--timeout SECONDS]\n";
 
 // --name value / --name=value flags, checked against what the subcommand accepts.
@@ -417,6 +420,49 @@ absl::StatusOr<Json> PlanCmd(const Flags& f) {
   return j;
 }
 
+// `eplbctl diff`: the move plan between two placements, for operators to read before a rollout.
+absl::StatusOr<Json> DiffCmd(const Flags& f) {
+  EPLB_ASSIGN_OR_RETURN(std::string from_path, f.Str("from"));
+  EPLB_ASSIGN_OR_RETURN(std::string to_path, f.Str("to"));
+  EPLB_ASSIGN_OR_RETURN(int num_logical, f.Int("num-logical", 0));
+  EPLB_ASSIGN_OR_RETURN(PlacementMap from, LoadPlacement(from_path, num_logical));
+  EPLB_ASSIGN_OR_RETURN(PlacementMap to, LoadPlacement(to_path, from.num_logical()));
+  LayoutConfig c;
+  c.num_logical = from.num_logical();
+  c.num_redundant = from.num_physical() - from.num_logical();
+  EPLB_ASSIGN_OR_RETURN(c.ep_size, f.Int("ep-size"));
+  EPLB_ASSIGN_OR_RETURN(c.num_nodes, f.Int("num-nodes", 1));
+  EPLB_ASSIGN_OR_RETURN(ExpertLayout layout, ExpertLayout::Create(c));
+  EPLB_ASSIGN_OR_RETURN(double bytes_per_expert, f.Double("bytes-per-expert", 0));
+  if (bytes_per_expert < 0) return absl::InvalidArgumentError("--bytes-per-expert must be >= 0");
+  if (to.num_physical() != from.num_physical() || to.num_layers() != from.num_layers()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        to_path, " has shape [", to.num_layers(), "][", to.num_physical(), "]; expected [",
+        from.num_layers(), "][", from.num_physical(), "] like ", from_path));
+  }
+  EPLB_ASSIGN_OR_RETURN(std::vector<int64_t> dead, f.IntList("dead-ranks"));
+  EPLB_ASSIGN_OR_RETURN(
+      MovePlan plan, BuildMovePlan(layout, from, to, std::vector<int>(dead.begin(), dead.end())));
+  Json transfers = Json::array();
+  for (const Transfer& t : plan.transfers) {
+    transfers.push_back({{"layer", t.layer},
+                         {"dst_rank", t.dst_rank},
+                         {"dst_row", t.dst_row},
+                         {"expert", t.expert},
+                         {"kind", t.kind == TransferKind::kPeer ? "peer" : "local"},
+                         {"after_transfer", t.kind == TransferKind::kAfterPeer},
+                         {"src_rank", t.src_rank},
+                         {"src_row", t.src_row}});
+  }
+  Json j;
+  j["transfers"] = transfers;
+  j["rows_changed"] = plan.rows_changed;
+  j["peer_transfers"] = plan.peer_transfers;
+  j["local_copies"] = plan.local_copies;
+  j["bytes"] = static_cast<double>(plan.peer_transfers) * bytes_per_expert;
+  return j;
+}
+
 // `eplbctl status`: the live controller's view, as JSON (the caller prints text or JSON).
 absl::StatusOr<Json> StatusCmd(const Flags& f) {
   EPLB_ASSIGN_OR_RETURN(std::string addr, f.Str("controller"));
@@ -520,6 +566,12 @@ int RunEplbctl(const std::vector<std::string>& args, std::ostream& out, std::ost
                            "batch-routed-load", "routed-scaling-factor"},
                           {});
     result = f.ok() ? Route(*f) : absl::StatusOr<Json>(f.status());
+  } else if (cmd == "diff") {
+    auto f = Flags::Parse(
+        args, 1,
+        {"from", "to", "ep-size", "num-nodes", "num-logical", "bytes-per-expert", "dead-ranks"},
+        {});
+    result = f.ok() ? DiffCmd(*f) : absl::StatusOr<Json>(f.status());
   } else if (cmd == "status") {
     auto f = Flags::Parse(args, 1, {"controller", "timeout"}, {"json"});
     result = f.ok() ? StatusCmd(*f) : absl::StatusOr<Json>(f.status());
@@ -548,7 +600,7 @@ int RunEplbctl(const std::vector<std::string>& args, std::ostream& out, std::ost
     }
   } else {
     err << "eplbctl: unknown command \"" << cmd
-        << "\"; expected layout, route, plan, status or help\n";
+        << "\"; expected layout, route, plan, diff, status or help\n";
     return 2;
   }
   if (!result.ok()) {

@@ -11,6 +11,8 @@
 //                  [--current PLACEMENT.json] [--dead-ranks 3,7] [--max-moves M]
 //                  [--target-balancedness B] [--node-locality auto|keep|relax]
 //                  [--forbid-duplicates] [--bytes-per-expert B] [--out FILE]
+//   eplbctl diff   --from OLD.json --to NEW.json --ep-size W [--num-nodes N]
+//                  [--bytes-per-expert B]          (the move plan a rollout would run)
 //   eplbctl status --controller HOST:PORT [--json]   (the live controller, text or JSON)
 //
 // Each prints one JSON object on stdout. Bad input: exit 2, one line on stderr saying what was

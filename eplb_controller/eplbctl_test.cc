@@ -184,5 +184,32 @@ TEST(EplbctlTest, BadInputExitsTwoWithOneLineAndNoStdout) {
   }
 }
 
+TEST(EplbctlTest, DiffPrintsTheMovePlan) {
+  // E=2, P=8, W=4 (L=2), 2 nodes: ranks 2 and 3 receive expert 1 twice each.
+  const std::string from =
+      TempFile("from.json", R"({"physical_to_logical_map": [[1,0,1,0,0,0,0,0]]})");
+  const std::string to = TempFile("to.json", R"({"physical_to_logical_map": [[0,1,1,0,1,1,1,1]]})");
+  Result r = Ctl({"diff", "--from", from, "--to", to, "--ep-size", "4", "--num-nodes", "2",
+                  "--bytes-per-expert", "100"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  const Json j = Json::parse(r.out);
+  EXPECT_EQ(j["rows_changed"], 6);
+  EXPECT_EQ(j["peer_transfers"], 2);
+  EXPECT_EQ(j["bytes"].get<double>(), 200.0);
+  int after = 0;
+  for (const auto& t : j["transfers"]) {
+    after += t["after_transfer"].get<bool>();
+    if (t["kind"] == "peer") {
+      EXPECT_LT(t["src_rank"].get<int>(), 2);
+    }
+  }
+  EXPECT_EQ(after, 2);
+  const std::string bad = TempFile("bad.json", R"({"physical_to_logical_map": [[0,1,1,0]]})");
+  Result r2 = Ctl({"diff", "--from", from, "--to", bad, "--ep-size", "4"});
+  EXPECT_EQ(r2.code, 2);
+  EXPECT_TRUE(r2.out.empty());
+  EXPECT_THAT(r2.err, HasSubstr("expected [1][8]"));
+}
+
 }  // namespace
 }  // namespace eplb

@@ -1,0 +1,82 @@
+#include "worker/expert_store.h"
+
+#include <cstring>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "core/checkpoint.h"
+
+namespace eplb {
+
+void SyntheticCheckpoint(int layer, int64_t checkpoint_id, uint8_t* out, int64_t row_bytes) {
+  uint64_t x = (static_cast<uint64_t>(layer) << 32) ^ static_cast<uint64_t>(checkpoint_id + 1);
+  for (int64_t i = 0; i < row_bytes; ++i) {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    out[i] = static_cast<uint8_t>(x);
+  }
+}
+
+uint64_t RowFingerprint(const uint8_t* row, int64_t row_bytes) {
+  uint64_t h = 1469598103934665603ull;
+  for (int64_t i = 0; i < row_bytes; ++i) {
+    h ^= row[i];
+    h *= 1099511628211ull;
+  }
+  return h;
+}
+
+HostExpertStore::HostExpertStore(const ExpertLayout& layout, int num_layers, int rank,
+                                 std::vector<TensorSpec> tensors)
+    : layout_(layout), num_layers_(num_layers), rank_(rank), tensors_(std::move(tensors)) {
+  for (const TensorSpec& t : tensors_) row_bytes_ += t.bytes;
+  data_.assign(static_cast<size_t>(num_layers_) * rows_per_layer() * row_bytes_, 0);
+  writes_.assign(static_cast<size_t>(num_layers_) * rows_per_layer(), 0);
+}
+
+void HostExpertStore::WriteRow(int layer, int row, const uint8_t* src) {
+  std::memcpy(Row(layer, row), src, row_bytes_);
+  ++writes_[layer * rows_per_layer() + row];
+}
+
+absl::Status HostExpertStore::LoadCheckpoint(const PlacementMap& map,
+                                             const CheckpointReader& read) {
+  if (map.num_layers() != num_layers_) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("map has ", map.num_layers(), " layers; the store ", num_layers_));
+  }
+  std::vector<uint8_t> buf(row_bytes_);
+  for (int layer = 0; layer < num_layers_; ++layer) {
+    for (int64_t x = 0; x < layout_.num_logical() + layout_.num_shared(); ++x) {
+      auto targets = CheckpointTargets(layout_, &map, layer, x);
+      if (!targets.ok()) return targets.status();
+      bool read_once = false;
+      for (const CheckpointTarget& t : *targets) {
+        if (t.rank != rank_) continue;
+        if (!read_once) {
+          read(layer, x, buf.data(), row_bytes_);
+          read_once = true;
+        }
+        WriteRow(layer, t.local_row, buf.data());
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+std::vector<int> HostExpertStore::MismatchedRows(int layer, const PlacementMap& map,
+                                                 const CheckpointReader& read) const {
+  std::vector<int> bad;
+  std::vector<uint8_t> want(row_bytes_);
+  const int l = layout_.routed_slots_per_rank();
+  for (int row = 0; row < rows_per_layer(); ++row) {
+    const int64_t x = row < l ? map.LogicalOf(layer, layout_.PhysicalAt(rank_, row)).value()
+                              : layout_.num_logical() + (row - l);
+    read(layer, x, want.data(), row_bytes_);
+    if (RowFingerprint(want.data(), row_bytes_) != Fingerprint(layer, row)) bad.push_back(row);
+  }
+  return bad;
+}
+
+}  // namespace eplb
