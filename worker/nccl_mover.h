@@ -1,0 +1,70 @@
+// NcclMover: applies a move plan between GPUs over NCCL (the GPU twin of CpuMover).
+//
+// Per rank: the live expert rows of every layer in device memory ([layers][L + S][row_bytes]) and
+// one layer of staging memory (L rows). Stage(layer) enqueues, in the plan's order, which every
+// rank derives identically: local copies from live rows into staging; peer transfers as grouped
+// ncclSend/ncclRecv in bounded windows (`window` transfers per group: one huge group can hang
+// NCCL); then the after-peer copies inside staging. Live rows are only read. Commit(layer) then
+// copies the changed rows from staging into the live rows, in place, so pointers captured in CUDA
+// graphs stay valid. Shared rows are never touched.
+//
+// One process drives all its GPUs (ncclCommInitAll); a multi-process deployment runs one
+// NcclMover per process with one device each (Create with the ranks it owns).
+//
+// CUDA/NCCL errors come back as absl::Status with the call and file:line.
+#ifndef EPLB_WORKER_NCCL_MOVER_H_
+#define EPLB_WORKER_NCCL_MOVER_H_
+
+#include <cuda_runtime_api.h>
+#include <nccl.h>
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "core/expert_layout.h"
+#include "core/move_plan.h"
+
+namespace eplb {
+
+struct NcclMoverOptions {
+  int num_layers = 1;
+  int64_t row_bytes = 0;
+  int window = 32;  // peer transfers per NCCL group
+};
+
+class NcclMover {
+ public:
+  // All ranks of the layout in this process, rank r on device r (needs W visible GPUs).
+  static absl::StatusOr<std::unique_ptr<NcclMover>> CreateSingleProcess(
+      const ExpertLayout& layout, const NcclMoverOptions& options);
+  ~NcclMover();
+
+  // Device pointer of a live row.
+  uint8_t* Row(int rank, int layer, int row) const;
+  int64_t row_bytes() const { return options_.row_bytes; }
+
+  absl::Status Stage(const MovePlan& plan, int layer);
+  absl::Status Commit(const MovePlan& plan, int layer);
+  absl::Status Synchronize();
+  int64_t bytes_received() const { return bytes_received_; }
+
+ private:
+  NcclMover(const ExpertLayout& layout, const NcclMoverOptions& options)
+      : layout_(layout), options_(options) {}
+  uint8_t* Staging(int rank, int row) const;
+
+  ExpertLayout layout_;
+  NcclMoverOptions options_;
+  std::vector<ncclComm_t> comms_;
+  std::vector<cudaStream_t> streams_;
+  std::vector<uint8_t*> live_;     // per rank: [layers][L + S][row_bytes]
+  std::vector<uint8_t*> staging_;  // per rank: [L][row_bytes]
+  int64_t bytes_received_ = 0;
+};
+
+}  // namespace eplb
+
+#endif  // EPLB_WORKER_NCCL_MOVER_H_
