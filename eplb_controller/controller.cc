@@ -97,7 +97,8 @@ Controller::Controller(Options options, ExpertLayout layout,
                        std::shared_ptr<prometheus::Registry> registry)
     : options_(std::move(options)),
       layout_(layout),
-      metrics_(std::make_unique<Metrics>(*registry)),
+      registry_(std::move(registry)),
+      metrics_(std::make_unique<Metrics>(*registry_)),
       policy_(options_.policy),
       aggregator_(layout_, options_.num_layers, options_.aggregation) {}
 

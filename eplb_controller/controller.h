@@ -147,6 +147,7 @@ class Controller {
 
   const Options options_;
   const ExpertLayout layout_;
+  std::shared_ptr<prometheus::Registry> registry_;  // owns the families metrics_ points into
   std::unique_ptr<Metrics> metrics_;
   Mutex rollout_mu_;  // one rollout at a time; taken before mu_
   mutable Mutex mu_;

@@ -8,8 +8,8 @@
 namespace eplb {
 
 absl::Status CpuMover::Stage(const MovePlan& plan, int layer, const std::vector<bool>& alive) {
-  staged_.clear();
-  std::map<std::pair<int, int>, size_t> index;  // (rank, row) -> staged entry
+  const size_t first = staged_.size();          // layers accumulate until Commit or Abort
+  std::map<std::pair<int, int>, size_t> index;  // (rank, row) -> staged entry of this layer
   // Sources first (live rows of the old map), then copies from earlier destinations.
   for (int pass = 0; pass < 2; ++pass) {
     for (const Transfer& t : plan.transfers) {
@@ -18,7 +18,7 @@ absl::Status CpuMover::Stage(const MovePlan& plan, int layer, const std::vector<
       if ((pass == 0) == after) continue;
       if (t.kind == TransferKind::kPeer &&
           (t.src_rank >= static_cast<int>(alive.size()) || !alive[t.src_rank])) {
-        staged_.clear();
+        staged_.resize(first);
         return absl::UnavailableError(absl::StrCat("layer ", layer, ": peer rank ", t.src_rank,
                                                    " is gone; rank ", t.dst_rank, " row ",
                                                    t.dst_row, " cannot receive expert ", t.expert));
@@ -37,6 +37,12 @@ absl::Status CpuMover::Stage(const MovePlan& plan, int layer, const std::vector<
     }
   }
   return absl::OkStatus();
+}
+
+std::vector<CpuMover::StagedRow> CpuMover::staged() const {
+  std::vector<StagedRow> out;
+  for (const Staged& s : staged_) out.push_back({s.rank, s.layer, s.row, &s.data});
+  return out;
 }
 
 void CpuMover::Commit() {

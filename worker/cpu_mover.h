@@ -25,13 +25,20 @@ class CpuMover {
  public:
   explicit CpuMover(std::vector<HostExpertStore*> stores) : stores_(std::move(stores)) {}
 
-  // Stages one layer's transfers for every rank. alive[r] false: rank r cannot send.
+  // Stages one layer's transfers for every rank (layers accumulate until Commit or Abort).
+  // alive[r] false: rank r cannot send; that layer then stages nothing.
   absl::Status Stage(const MovePlan& plan, int layer, const std::vector<bool>& alive);
   // Writes the staged rows; no-op if nothing is staged.
   void Commit();
   // Drops what was staged (an aborted version).
   void Abort() { staged_.clear(); }
   int64_t bytes_received() const { return bytes_received_; }
+  // What Stage staged, for integrity checks before Commit.
+  struct StagedRow {
+    int rank, layer, row;
+    const std::vector<uint8_t>* data;
+  };
+  std::vector<StagedRow> staged() const;
 
  private:
   struct Staged {

@@ -1,0 +1,167 @@
+// The real controller and real worker runtimes over loopback gRPC: two workers of four ranks
+// each (CPU backend, peers through an in-process fabric) record skewed load, report it, and the
+// controller's rollout moves their weights and switches their maps; a row that fails its
+// integrity check, or a peer lost mid-move, NACKs and leaves the old map in force everywhere.
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/dispatch.h"
+#include "eplb_controller/controller.h"
+#include "eplb_controller/controller_service.h"
+#include "gmock/gmock.h"
+#include "grpcpp/grpcpp.h"
+#include "gtest/gtest.h"
+#include "prometheus/registry.h"
+#include "worker/controller_client.h"
+#include "worker/runtime.h"
+
+namespace eplb {
+namespace {
+
+constexpr int kE = 16, kR = 16, kW = 8, kLayers = 2;  // L = 4
+
+class WorkerControllerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    Controller::Options o;
+    o.layout = {kE, kR, kW, 1, 2};
+    o.num_layers = kLayers;
+    o.policy.min_interval = absl::ZeroDuration();
+    o.rollout_timeout = absl::Seconds(10);
+    auto c = Controller::Create(o, std::make_shared<prometheus::Registry>());
+    ASSERT_TRUE(c.ok()) << c.status();
+    controller_ = *std::move(c);
+    service_ = std::make_unique<WorkerService>(controller_.get());
+    grpc::ServerBuilder b;
+    int port = 0;
+    b.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
+    b.RegisterService(service_.get());
+    server_ = b.BuildAndStart();
+    target_ = "127.0.0.1:" + std::to_string(port);
+  }
+
+  void TearDown() override {
+    clients_.clear();
+    server_->Shutdown(std::chrono::system_clock::now());
+  }
+
+  void AddWorkers(CheckpointReader second_reader = SyntheticCheckpoint) {
+    for (int w = 0; w < 2; ++w) {
+      WorkerOptions o;
+      o.worker_id = "node-" + std::to_string(w);
+      o.ranks = {4 * w, 4 * w + 1, 4 * w + 2, 4 * w + 3};
+      o.node = w;
+      o.layout = {kE, kR, kW, 1, 2};
+      o.num_layers = kLayers;
+      if (w == 1) o.checkpoint = second_reader;
+      auto rt = WorkerRuntime::Create(o, &fabric_);
+      ASSERT_TRUE(rt.ok()) << rt.status();
+      runtimes_.push_back(*std::move(rt));
+      clients_.push_back(std::make_unique<ControllerClient>(runtimes_.back().get(),
+                                                            ControllerClientOptions{target_}));
+      ASSERT_TRUE(clients_.back()->Start().ok());
+      EXPECT_EQ(runtimes_.back()->applied_version(), 1u);
+    }
+    absl::SleepFor(absl::Milliseconds(200));  // streams attach
+  }
+
+  // Tokens received by each worker: rank 0's first row gets most of them.
+  void RecordSkewAndReport() {
+    for (int w = 0; w < 2; ++w) {
+      for (int layer = 0; layer < kLayers; ++layer) {
+        std::vector<int64_t> ids;
+        for (int r : runtimes_[w]->options().ranks) {
+          for (int row = 0; row < 4; ++row) {
+            const int n = (r == 0 && row == 0) ? 400 : 10;
+            for (int i = 0; i < n; ++i) ids.push_back(r * 4 + row);
+          }
+        }
+        ids.push_back(-1);  // padding is skipped
+        runtimes_[w]->RecordReceived(layer, ids);
+      }
+      ASSERT_TRUE(clients_[w]->ReportNow(0, 10).ok());
+    }
+  }
+
+  CpuFabric fabric_{kW};
+  std::unique_ptr<Controller> controller_;
+  std::unique_ptr<WorkerService> service_;
+  std::unique_ptr<grpc::Server> server_;
+  std::string target_;
+  std::vector<std::unique_ptr<WorkerRuntime>> runtimes_;
+  std::vector<std::unique_ptr<ControllerClient>> clients_;
+};
+
+TEST_F(WorkerControllerTest, RolloutMovesWeightsAndSwitchesMapsOnEveryWorker) {
+  AddWorkers();
+  RecordSkewAndReport();
+  const RebalanceRecord r = controller_->Step();
+  ASSERT_EQ(r.result, "committed") << r.reason;
+  for (auto& rt : runtimes_) {
+    EXPECT_EQ(rt->applied_version(), 2u);
+    EXPECT_EQ(rt->map()->physical_to_logical(), controller_->map()->physical_to_logical());
+    EXPECT_THAT(rt->Inconsistencies(), ::testing::IsEmpty());
+    const ExpertLayout& layout = rt->layout();
+    for (int rank : rt->options().ranks) {
+      EXPECT_EQ(rt->DispatchRow(rank, 0),
+                *BuildStaticDispatchRow(layout, *controller_->map(), 0, rank));
+    }
+  }
+  // The hot expert got more replicas.
+  const int32_t hot = 0;  // physical 0 held logical 0 under the identity map
+  EXPECT_GT(controller_->map()->ReplicaCount(0, LogicalId(hot)), 2);
+}
+
+TEST_F(WorkerControllerTest, AStagedRowFailingItsIntegrityCheckNacksAndNothingChanges) {
+  AddWorkers();
+  RecordSkewAndReport();
+  // Silent corruption of rank 0's and rank 4's live weights: whatever is copied from them fails
+  // the receiver's fingerprint check.
+  for (int rank : {0, 4}) {
+    MutexLock data(fabric_.data_mutex());
+    HostExpertStore* store = fabric_.stores()[rank];
+    std::vector<uint8_t> junk(store->row_bytes(), 0x5A);
+    for (int layer = 0; layer < kLayers; ++layer) {
+      for (int row = 0; row < 4; ++row) store->WriteRow(layer, row, junk.data());
+    }
+  }
+  const RebalanceRecord r = controller_->Step();
+  EXPECT_EQ(r.result, "aborted");
+  EXPECT_THAT(r.reason, ::testing::HasSubstr("NACK from node-"));
+  EXPECT_THAT(r.reason, ::testing::HasSubstr("do not match"));
+  for (auto& rt : runtimes_) EXPECT_EQ(rt->applied_version(), 1u);
+}
+
+TEST_F(WorkerControllerTest, APeerLostMidMoveNacksAndTheOldMapStays) {
+  AddWorkers();
+  RecordSkewAndReport();
+  for (int rank = 0; rank < 4; ++rank) fabric_.SetAlive(rank, false);  // node 0's weights gone
+  const RebalanceRecord r = controller_->Step();
+  EXPECT_EQ(r.result, "aborted");
+  EXPECT_THAT(r.reason, ::testing::HasSubstr("is gone"));
+  for (auto& rt : runtimes_) {
+    EXPECT_EQ(rt->applied_version(), 1u);
+    EXPECT_THAT(rt->Inconsistencies(), ::testing::IsEmpty());
+  }
+}
+
+TEST_F(WorkerControllerTest, ReportsCarryExactlyTheRecordedCounts) {
+  AddWorkers();
+  runtimes_[0]->RecordReceived(1, std::vector<int64_t>{0, 0, 5, 31, -1, 99});
+  const v1::LoadReport rep = runtimes_[0]->TakeReport("s", 0, 1);
+  ASSERT_EQ(rep.ranks_size(), 4);
+  EXPECT_EQ(rep.map_version(), 1u);
+  // Layer 1, rank 0 row 0: two; rank 1 row 1 (physical 5): one; physical 31 is rank 7's.
+  EXPECT_EQ(rep.ranks(0).counts(1 * 4 + 0), 2);
+  EXPECT_EQ(rep.ranks(1).counts(1 * 4 + 1), 1);
+  int64_t total = 0;
+  for (const auto& rl : rep.ranks()) {
+    for (int64_t c : rl.counts()) total += c;
+  }
+  EXPECT_EQ(total, 3);
+  EXPECT_EQ(runtimes_[0]->TakeReport("s", 1, 2).ranks(0).counts(4), 0);  // drained
+}
+
+}  // namespace
+}  // namespace eplb

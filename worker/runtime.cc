@@ -1,0 +1,255 @@
+#include "worker/runtime.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+
+namespace eplb {
+
+absl::StatusOr<std::unique_ptr<WorkerRuntime>> WorkerRuntime::Create(WorkerOptions options,
+                                                                     CpuFabric* fabric) {
+  auto layout = ExpertLayout::Create(options.layout);
+  if (!layout.ok()) return layout.status();
+  if (options.worker_id.empty() || options.ranks.empty() || options.num_layers < 1) {
+    return absl::InvalidArgumentError("a worker needs an id, >= 1 rank and >= 1 layer");
+  }
+  for (int r : options.ranks) {
+    if (r < 0 || r >= layout->ep_size()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("rank ", r, " is out of range [0, ", layout->ep_size(), ")"));
+    }
+  }
+  return std::unique_ptr<WorkerRuntime>(new WorkerRuntime(std::move(options), *layout, fabric));
+}
+
+WorkerRuntime::WorkerRuntime(WorkerOptions options, ExpertLayout layout, CpuFabric* fabric)
+    : options_(std::move(options)), layout_(layout), fabric_(fabric) {
+  for (int r : options_.ranks) {
+    stores_.push_back(
+        std::make_unique<HostExpertStore>(layout_, options_.num_layers, r, options_.tensors));
+    fabric_->Attach(r, stores_.back().get());
+  }
+  counts_.assign(
+      options_.ranks.size(),
+      std::vector<int64_t>(
+          static_cast<size_t>(options_.num_layers) * layout_.routed_slots_per_rank(), 0));
+}
+
+v1::RegisterRequest WorkerRuntime::RegisterRequest() const {
+  v1::RegisterRequest req;
+  req.set_worker_id(options_.worker_id);
+  for (int r : options_.ranks) req.add_ranks(r);
+  req.set_node(options_.node);
+  v1::LayoutFingerprint* f = req.mutable_layout();
+  f->set_num_logical(layout_.num_logical());
+  f->set_num_redundant(layout_.num_redundant());
+  f->set_ep_size(layout_.ep_size());
+  f->set_num_shared(layout_.num_shared());
+  f->set_num_layers(options_.num_layers);
+  f->set_num_nodes(layout_.num_nodes());
+  f->set_bytes_per_expert(stores_.front()->row_bytes());
+  req.set_applied_version(applied_version());
+  return req;
+}
+
+absl::Status WorkerRuntime::Resync(const v1::Placement& placement) {
+  std::vector<std::vector<int32_t>> rows(options_.num_layers);
+  for (const v1::LayerMap& lm : placement.layers()) {
+    if (lm.layer() < 0 || lm.layer() >= options_.num_layers) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("placement layer ", lm.layer(), " out of range"));
+    }
+    rows[lm.layer()].assign(lm.physical_to_logical().begin(), lm.physical_to_logical().end());
+  }
+  auto map = PlacementMap::Create(layout_.num_logical(), layout_.num_physical(), std::move(rows));
+  if (!map.ok()) return map.status();
+  auto dispatch = StaticDispatch::Build(layout_, *map);
+  if (!dispatch.ok()) return dispatch.status();
+  {
+    MutexLock data(fabric_->data_mutex());
+    for (auto& store : stores_) {
+      if (absl::Status s = store->LoadCheckpoint(*map, options_.checkpoint); !s.ok()) return s;
+    }
+  }
+  MutexLock l(&mu_);
+  map_ = std::make_shared<const PlacementMap>(*std::move(map));
+  dispatch_ = std::make_unique<StaticDispatch>(*std::move(dispatch));
+  version_ = placement.version();
+  for (auto& c : counts_) std::fill(c.begin(), c.end(), 0);
+  return absl::OkStatus();
+}
+
+void WorkerRuntime::RecordReceived(int layer, absl::Span<const int64_t> physical_ids) {
+  const int l = layout_.routed_slots_per_rank();
+  MutexLock lock(&mu_);
+  for (int64_t p : physical_ids) {
+    if (p < 0 || p >= layout_.num_physical()) continue;
+    const int owner = layout_.OwnerRank(PhysicalId(p));
+    for (size_t i = 0; i < options_.ranks.size(); ++i) {
+      if (options_.ranks[i] == owner) {
+        ++counts_[i][static_cast<size_t>(layer) * l + layout_.LocalRow(PhysicalId(p))];
+        break;
+      }
+    }
+  }
+}
+
+v1::LoadReport WorkerRuntime::TakeReport(const std::string& session_id, int64_t first_step,
+                                         int64_t last_step) {
+  v1::LoadReport r;
+  r.set_worker_id(options_.worker_id);
+  r.set_session_id(session_id);
+  r.set_first_step(first_step);
+  r.set_last_step(last_step);
+  MutexLock l(&mu_);
+  r.set_map_version(version_);
+  for (size_t i = 0; i < options_.ranks.size(); ++i) {
+    v1::RankLoad* rl = r.add_ranks();
+    rl->set_rank(options_.ranks[i]);
+    for (int64_t c : counts_[i]) rl->add_counts(c);
+    std::fill(counts_[i].begin(), counts_[i].end(), 0);
+  }
+  return r;
+}
+
+v1::PlacementAnswer WorkerRuntime::Answer(const v1::PlacementUpdate& u,
+                                          const absl::Status& s) const {
+  v1::PlacementAnswer a;
+  a.set_worker_id(options_.worker_id);
+  a.set_version(u.version());
+  a.set_nonce(u.nonce());
+  a.set_ack(s.ok());
+  if (!s.ok()) {
+    a.set_error_code(static_cast<int32_t>(s.code()));
+    a.set_error_message(std::string(s.message()));
+  }
+  return a;
+}
+
+absl::Status WorkerRuntime::Prepare(const v1::PlacementUpdate& u) {
+  if (map_ == nullptr) return absl::FailedPreconditionError("no placement yet; register first");
+  if (u.base_version() != version_) {
+    return absl::FailedPreconditionError(absl::StrCat("update ", u.version(),
+                                                      " is based on version ", u.base_version(),
+                                                      "; this worker serves ", version_));
+  }
+  std::vector<std::vector<int32_t>> rows = map_->physical_to_logical();
+  for (const v1::LayerMap& lm : u.placement().layers()) {
+    if (lm.layer() < 0 || lm.layer() >= options_.num_layers) {
+      return absl::InvalidArgumentError(absl::StrCat("update layer ", lm.layer(), " out of range"));
+    }
+    rows[lm.layer()].assign(lm.physical_to_logical().begin(), lm.physical_to_logical().end());
+  }
+  auto next = PlacementMap::Create(layout_.num_logical(), layout_.num_physical(), std::move(rows));
+  if (!next.ok()) return next.status();
+  const std::vector<int> dead(u.placement().dead_ranks().begin(), u.placement().dead_ranks().end());
+  auto plan = BuildMovePlan(layout_, *map_, *next, dead);
+  if (!plan.ok()) return plan.status();
+  // Only the rows this worker receives.
+  MovePlan mine;
+  for (const Transfer& t : plan->transfers) {
+    if (std::find(options_.ranks.begin(), options_.ranks.end(), t.dst_rank) !=
+        options_.ranks.end()) {
+      mine.transfers.push_back(t);
+    }
+  }
+  auto mover = std::make_unique<CpuMover>(fabric_->stores());
+  const std::vector<bool> alive = fabric_->alive();
+  {
+    MutexLock data(fabric_->data_mutex());
+    for (int layer = 0; layer < options_.num_layers; ++layer) {
+      if (absl::Status s = mover->Stage(mine, layer, alive); !s.ok()) return s;
+    }
+  }
+  // Integrity: every staged row must be the checkpoint's bytes of the expert the map puts there.
+  std::vector<std::string> bad;
+  std::vector<uint8_t> want(stores_.front()->row_bytes());
+  for (const CpuMover::StagedRow& s : mover->staged()) {
+    const int32_t e = next->LogicalOf(s.layer, layout_.PhysicalAt(s.rank, s.row)).value();
+    options_.checkpoint(s.layer, e, want.data(), static_cast<int64_t>(want.size()));
+    if (RowFingerprint(want.data(), want.size()) !=
+        RowFingerprint(s.data->data(), s.data->size())) {
+      bad.push_back(absl::StrCat("rank ", s.rank, " layer ", s.layer, " row ", s.row));
+    }
+  }
+  if (!bad.empty()) {
+    return absl::DataLossError(
+        absl::StrCat("staged rows do not match their experts: ", absl::StrJoin(bad, ", ")));
+  }
+  staged_version_ = u.version();
+  staged_map_ = std::make_shared<const PlacementMap>(*std::move(next));
+  mover_ = std::move(mover);
+  return absl::OkStatus();
+}
+
+v1::PlacementAnswer WorkerRuntime::OnUpdate(const v1::PlacementUpdate& u) {
+  MutexLock l(&mu_);
+  switch (u.phase()) {
+    case v1::PlacementUpdate::PREPARE: {
+      absl::Status s = Prepare(u);
+      if (!s.ok()) mover_.reset();
+      return Answer(u, s);
+    }
+    case v1::PlacementUpdate::COMMIT: {
+      if (mover_ == nullptr || staged_version_ != u.version()) {
+        return Answer(u, absl::FailedPreconditionError(
+                             absl::StrCat("commit of version ", u.version(), " was not staged")));
+      }
+      auto dispatch = StaticDispatch::Build(layout_, *staged_map_);
+      if (!dispatch.ok()) return Answer(u, dispatch.status());
+      // Weights first, then the maps and dispatch tables, at one step boundary.
+      {
+        MutexLock data(fabric_->data_mutex());
+        mover_->Commit();
+      }
+      mover_.reset();
+      map_ = staged_map_;
+      dispatch_ = std::make_unique<StaticDispatch>(*std::move(dispatch));
+      version_ = u.version();
+      for (auto& c : counts_) std::fill(c.begin(), c.end(), 0);
+      return Answer(u, absl::OkStatus());
+    }
+    case v1::PlacementUpdate::ABORT:
+      if (mover_ != nullptr && staged_version_ == u.version()) {
+        mover_->Abort();
+        mover_.reset();
+      }
+      return Answer(u, absl::OkStatus());
+    default:
+      return Answer(u, absl::InvalidArgumentError("unknown phase"));
+  }
+}
+
+uint64_t WorkerRuntime::applied_version() const {
+  MutexLock l(&mu_);
+  return version_;
+}
+
+std::shared_ptr<const PlacementMap> WorkerRuntime::map() const {
+  MutexLock l(&mu_);
+  return map_;
+}
+
+std::vector<int32_t> WorkerRuntime::DispatchRow(int rank, int layer) const {
+  MutexLock l(&mu_);
+  const int32_t* row = dispatch_->Row(rank, layer);
+  return std::vector<int32_t>(row, row + layout_.num_logical());
+}
+
+std::vector<std::string> WorkerRuntime::Inconsistencies() const {
+  MutexLock l(&mu_);
+  MutexLock data(fabric_->data_mutex());
+  std::vector<std::string> out;
+  for (const auto& store : stores_) {
+    for (int layer = 0; layer < options_.num_layers; ++layer) {
+      for (int row : store->MismatchedRows(layer, *map_, options_.checkpoint)) {
+        out.push_back(absl::StrCat("rank ", store->rank(), " layer ", layer, " row ", row));
+      }
+    }
+  }
+  return out;
+}
+
+}  // namespace eplb
