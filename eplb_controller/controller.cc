@@ -22,6 +22,26 @@ namespace eplb {
 
 using Json = nlohmann::json;
 
+namespace {
+
+// Writes the given layers of `map` (all when `layers` is empty) into `out`, with the dead ranks.
+void FillPlacement(const PlacementMap& map, const std::vector<int>& layers,
+                   const std::set<int>& dead_ranks, uint64_t version, v1::Placement* out) {
+  out->set_version(version);
+  std::vector<int> all;
+  if (layers.empty()) {
+    for (int l = 0; l < map.num_layers(); ++l) all.push_back(l);
+  }
+  for (int l : layers.empty() ? all : layers) {
+    v1::LayerMap* lm = out->add_layers();
+    lm->set_layer(l);
+    for (int32_t e : map.physical_to_logical(l)) lm->add_physical_to_logical(e);
+  }
+  for (int r : dead_ranks) out->add_dead_ranks(r);
+}
+
+}  // namespace
+
 struct Controller::Metrics {
   explicit Metrics(prometheus::Registry& r)
       : balancedness(prometheus::BuildGauge()
@@ -211,14 +231,7 @@ absl::StatusOr<v1::RegisterResponse> Controller::Register(const v1::RegisterRequ
   resp.set_report_interval_ms(
       static_cast<int32_t>(absl::ToInt64Milliseconds(options_.report_interval)));
   if (req.applied_version() != version_) {
-    v1::Placement* p = resp.mutable_resync();
-    p->set_version(version_);
-    for (int l = 0; l < map_->num_layers(); ++l) {
-      v1::LayerMap* lm = p->add_layers();
-      lm->set_layer(l);
-      for (int32_t e : map_->physical_to_logical(l)) lm->add_physical_to_logical(e);
-    }
-    for (int r : dead_ranks_) p->add_dead_ranks(r);
+    FillPlacement(*map_, {}, dead_ranks_, version_, resp.mutable_resync());
   }
   UpdateGauges();
   return resp;
@@ -455,13 +468,8 @@ RebalanceRecord Controller::Rebalance(const std::string& reason, bool force) {
   prepare.set_phase(v1::PlacementUpdate::PREPARE);
   prepare.set_version(rec.version);
   prepare.set_base_version(base);
-  prepare.mutable_placement()->set_version(rec.version);
-  for (int l : changed) {
-    v1::LayerMap* lm = prepare.mutable_placement()->add_layers();
-    lm->set_layer(l);
-    for (int32_t e : next->physical_to_logical(l)) lm->add_physical_to_logical(e);
-  }
-  for (int r : dead) prepare.mutable_placement()->add_dead_ranks(r);
+  FillPlacement(*next, changed, std::set<int>(dead.begin(), dead.end()), rec.version,
+                prepare.mutable_placement());
   const bool ok = RunPhase(prepare);
   if (ok) {
     v1::PlacementUpdate commit;
@@ -545,13 +553,7 @@ std::shared_ptr<const PlacementMap> Controller::map() const {
 v1::Placement Controller::CurrentPlacement() const {
   MutexLock lock(&mu_);
   v1::Placement p;
-  p.set_version(version_);
-  for (int l = 0; l < map_->num_layers(); ++l) {
-    v1::LayerMap* lm = p.add_layers();
-    lm->set_layer(l);
-    for (int32_t e : map_->physical_to_logical(l)) lm->add_physical_to_logical(e);
-  }
-  for (int r : dead_ranks_) p.add_dead_ranks(r);
+  FillPlacement(*map_, {}, dead_ranks_, version_, &p);
   return p;
 }
 

@@ -37,6 +37,23 @@ WorkerRuntime::WorkerRuntime(WorkerOptions options, ExpertLayout layout, CpuFabr
           static_cast<size_t>(options_.num_layers) * layout_.routed_slots_per_rank(), 0));
 }
 
+namespace {
+
+// Overwrites rows[layer] for every layer the placement carries.
+absl::Status ApplyLayers(const v1::Placement& placement, int num_layers,
+                         std::vector<std::vector<int32_t>>& rows) {
+  for (const v1::LayerMap& lm : placement.layers()) {
+    if (lm.layer() < 0 || lm.layer() >= num_layers) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("placement layer ", lm.layer(), " is out of range [0, ", num_layers, ")"));
+    }
+    rows[lm.layer()].assign(lm.physical_to_logical().begin(), lm.physical_to_logical().end());
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 v1::RegisterRequest WorkerRuntime::RegisterRequest() const {
   v1::RegisterRequest req;
   req.set_worker_id(options_.worker_id);
@@ -56,13 +73,7 @@ v1::RegisterRequest WorkerRuntime::RegisterRequest() const {
 
 absl::Status WorkerRuntime::Resync(const v1::Placement& placement) {
   std::vector<std::vector<int32_t>> rows(options_.num_layers);
-  for (const v1::LayerMap& lm : placement.layers()) {
-    if (lm.layer() < 0 || lm.layer() >= options_.num_layers) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("placement layer ", lm.layer(), " out of range"));
-    }
-    rows[lm.layer()].assign(lm.physical_to_logical().begin(), lm.physical_to_logical().end());
-  }
+  if (absl::Status s = ApplyLayers(placement, options_.num_layers, rows); !s.ok()) return s;
   auto map = PlacementMap::Create(layout_.num_logical(), layout_.num_physical(), std::move(rows));
   if (!map.ok()) return map.status();
   auto dispatch = StaticDispatch::Build(layout_, *map);
@@ -136,12 +147,7 @@ absl::Status WorkerRuntime::Prepare(const v1::PlacementUpdate& u) {
                                                       "; this worker serves ", version_));
   }
   std::vector<std::vector<int32_t>> rows = map_->physical_to_logical();
-  for (const v1::LayerMap& lm : u.placement().layers()) {
-    if (lm.layer() < 0 || lm.layer() >= options_.num_layers) {
-      return absl::InvalidArgumentError(absl::StrCat("update layer ", lm.layer(), " out of range"));
-    }
-    rows[lm.layer()].assign(lm.physical_to_logical().begin(), lm.physical_to_logical().end());
-  }
+  if (absl::Status s = ApplyLayers(u.placement(), options_.num_layers, rows); !s.ok()) return s;
   auto next = PlacementMap::Create(layout_.num_logical(), layout_.num_physical(), std::move(rows));
   if (!next.ok()) return next.status();
   const std::vector<int> dead(u.placement().dead_ranks().begin(), u.placement().dead_ranks().end());
