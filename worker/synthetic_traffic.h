@@ -1,0 +1,43 @@
+// Synthetic routing for simulations: each step, tokens from random source ranks pick K distinct
+// logical experts from a Zipf distribution over a hot-expert order that drifts over time; each
+// (token, k) goes through the source rank's static dispatch table to a physical id, and the
+// worker owning that id records it as received load.
+#ifndef EPLB_WORKER_SYNTHETIC_TRAFFIC_H_
+#define EPLB_WORKER_SYNTHETIC_TRAFFIC_H_
+
+#include <cstdint>
+#include <random>
+#include <vector>
+
+#include "worker/runtime.h"
+
+namespace eplb {
+
+struct TrafficOptions {
+  int tokens_per_step = 512;  // per layer, over the whole cluster
+  int top_k = 4;
+  double zipf = 1.2;
+  double drift_fraction = 0.25;  // share of the hot order re-shuffled by Drift()
+  uint64_t seed = 1;
+};
+
+class SyntheticTraffic {
+ public:
+  SyntheticTraffic(const ExpertLayout& layout, int num_layers, TrafficOptions options);
+  // One step of every layer, recorded into the workers that own the chosen physical ids.
+  void Step(const std::vector<WorkerRuntime*>& workers);
+  // Moves the hot experts: a fraction of each layer's order is re-shuffled.
+  void Drift();
+
+ private:
+  ExpertLayout layout_;
+  int num_layers_;
+  TrafficOptions options_;
+  std::mt19937_64 rng_;
+  std::vector<std::vector<int32_t>> order_;  // [layer][rank in popularity] = logical id
+  std::vector<double> cdf_;
+};
+
+}  // namespace eplb
+
+#endif  // EPLB_WORKER_SYNTHETIC_TRAFFIC_H_
