@@ -244,6 +244,11 @@ std::vector<int32_t> WorkerRuntime::DispatchRow(int rank, int layer) const {
   return std::vector<int32_t>(row, row + layout_.num_logical());
 }
 
+std::vector<std::vector<int64_t>> WorkerRuntime::PendingCounts() const {
+  MutexLock l(&mu_);
+  return counts_;
+}
+
 std::vector<std::string> WorkerRuntime::Inconsistencies() const {
   MutexLock l(&mu_);
   MutexLock data(fabric_->data_mutex());

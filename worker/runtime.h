@@ -103,6 +103,9 @@ class WorkerRuntime {
   std::vector<int32_t> DispatchRow(int rank, int layer) const;
   // Rows of this worker whose weights disagree with the map in force (empty: consistent).
   std::vector<std::string> Inconsistencies() const;
+  // The counters recorded since the last report, [own rank][layers * L] (tests compare them with
+  // the router's choices).
+  std::vector<std::vector<int64_t>> PendingCounts() const;
 
  private:
   WorkerRuntime(WorkerOptions options, ExpertLayout layout, CpuFabric* fabric);
