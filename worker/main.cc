@@ -17,6 +17,8 @@
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "prometheus/exposer.h"
+#include "prometheus/registry.h"
 #include "worker/controller_client.h"
 #include "worker/runtime.h"
 #include "worker/synthetic_traffic.h"
@@ -40,6 +42,7 @@ ABSL_FLAG(absl::Duration, step_interval, absl::Milliseconds(20), "synthetic step
 ABSL_FLAG(absl::Duration, drift_every, absl::Seconds(10), "hot experts move this often (0: never)");
 ABSL_FLAG(absl::Duration, duration, absl::ZeroDuration(), "exit after this long (0: run on)");
 ABSL_FLAG(uint64_t, seed, 1, "synthetic traffic seed");
+ABSL_FLAG(std::string, metrics, "", "Prometheus /metrics address (empty: off; port 0: any)");
 
 namespace {
 absl::Notification* g_stop = nullptr;
@@ -65,6 +68,13 @@ int main(int argc, char** argv) {
                                   absl::GetFlag(FLAGS_num_redundant), w,
                                   absl::GetFlag(FLAGS_num_shared), cluster_nodes};
   eplb::CpuFabric fabric(w);
+  auto registry = std::make_shared<prometheus::Registry>();
+  std::unique_ptr<prometheus::Exposer> exposer;
+  if (!absl::GetFlag(FLAGS_metrics).empty()) {
+    exposer = std::make_unique<prometheus::Exposer>(absl::GetFlag(FLAGS_metrics));
+    exposer->RegisterCollectable(registry);
+    std::printf("metrics on port %d\n", exposer->GetListeningPorts().at(0));
+  }
   std::vector<std::unique_ptr<eplb::WorkerRuntime>> runtimes;
   std::vector<std::unique_ptr<eplb::ControllerClient>> clients;
   std::vector<eplb::WorkerRuntime*> ptrs;
@@ -76,6 +86,7 @@ int main(int argc, char** argv) {
     o.node = n;
     o.layout = layout;
     o.num_layers = absl::GetFlag(FLAGS_num_layers);
+    o.registry = registry;
     o.tensors = {{"w13", absl::GetFlag(FLAGS_row_bytes) * 2 / 3},
                  {"w2", absl::GetFlag(FLAGS_row_bytes) - absl::GetFlag(FLAGS_row_bytes) * 2 / 3}};
     auto rt = eplb::WorkerRuntime::Create(o, &fabric);

@@ -1,6 +1,8 @@
 #include "worker/runtime.h"
 
 #include <algorithm>
+#include <map>
+#include <string>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -30,6 +32,46 @@ WorkerRuntime::WorkerRuntime(WorkerOptions options, ExpertLayout layout, CpuFabr
     stores_.push_back(
         std::make_unique<HostExpertStore>(layout_, options_.num_layers, r, options_.tensors));
     fabric_->Attach(r, stores_.back().get());
+  }
+  if (options_.registry != nullptr) {
+    prometheus::Registry& r = *options_.registry;
+    const std::map<std::string, std::string> who = {{"worker", options_.worker_id}};
+    metrics_.map_version = &prometheus::BuildGauge()
+                                .Name("eplb_worker_map_version")
+                                .Help("Placement version this worker serves.")
+                                .Register(r)
+                                .Add(who);
+    auto& prepares = prometheus::BuildCounter()
+                         .Name("eplb_worker_prepares_total")
+                         .Help("PREPARE answers by result (ack, nack).")
+                         .Register(r);
+    auto with = [&](const char* k, const char* v) {
+      auto m = who;
+      m[k] = v;
+      return m;
+    };
+    metrics_.prepare_ack = &prepares.Add(with("result", "ack"));
+    metrics_.prepare_nack = &prepares.Add(with("result", "nack"));
+    metrics_.commits = &prometheus::BuildCounter()
+                            .Name("eplb_worker_commits_total")
+                            .Help("Committed placement versions.")
+                            .Register(r)
+                            .Add(who);
+    metrics_.rows_moved = &prometheus::BuildCounter()
+                               .Name("eplb_worker_rows_moved_total")
+                               .Help("Expert rows rewritten by committed moves.")
+                               .Register(r)
+                               .Add(who);
+    metrics_.bytes_received = &prometheus::BuildCounter()
+                                   .Name("eplb_worker_bytes_received_total")
+                                   .Help("Weight bytes received from peers.")
+                                   .Register(r)
+                                   .Add(who);
+    metrics_.reports = &prometheus::BuildCounter()
+                            .Name("eplb_worker_load_reports_total")
+                            .Help("Load reports taken for the controller.")
+                            .Register(r)
+                            .Add(who);
   }
   counts_.assign(
       options_.ranks.size(),
@@ -88,6 +130,7 @@ absl::Status WorkerRuntime::Resync(const v1::Placement& placement) {
   map_ = std::make_shared<const PlacementMap>(*std::move(map));
   dispatch_ = std::make_unique<StaticDispatch>(*std::move(dispatch));
   version_ = placement.version();
+  if (metrics_.map_version != nullptr) metrics_.map_version->Set(static_cast<double>(version_));
   for (auto& c : counts_) std::fill(c.begin(), c.end(), 0);
   return absl::OkStatus();
 }
@@ -116,6 +159,7 @@ v1::LoadReport WorkerRuntime::TakeReport(const std::string& session_id, int64_t 
   r.set_last_step(last_step);
   MutexLock l(&mu_);
   r.set_map_version(version_);
+  if (metrics_.reports != nullptr) metrics_.reports->Increment();
   for (size_t i = 0; i < options_.ranks.size(); ++i) {
     v1::RankLoad* rl = r.add_ranks();
     rl->set_rank(options_.ranks[i]);
@@ -196,6 +240,8 @@ v1::PlacementAnswer WorkerRuntime::OnUpdate(const v1::PlacementUpdate& u) {
     case v1::PlacementUpdate::PREPARE: {
       absl::Status s = Prepare(u);
       if (!s.ok()) mover_.reset();
+      if (metrics_.prepare_ack != nullptr)
+        (s.ok() ? metrics_.prepare_ack : metrics_.prepare_nack)->Increment();
       return Answer(u, s);
     }
     case v1::PlacementUpdate::COMMIT: {
@@ -206,14 +252,22 @@ v1::PlacementAnswer WorkerRuntime::OnUpdate(const v1::PlacementUpdate& u) {
       auto dispatch = StaticDispatch::Build(layout_, *staged_map_);
       if (!dispatch.ok()) return Answer(u, dispatch.status());
       // Weights first, then the maps and dispatch tables, at one step boundary.
+      const size_t rows = mover_->staged().size();
+      const int64_t bytes = mover_->bytes_received();
       {
         MutexLock data(fabric_->data_mutex());
         mover_->Commit();
+      }
+      if (metrics_.commits != nullptr) {
+        metrics_.commits->Increment();
+        metrics_.rows_moved->Increment(static_cast<double>(rows));
+        metrics_.bytes_received->Increment(static_cast<double>(bytes));
       }
       mover_.reset();
       map_ = staged_map_;
       dispatch_ = std::make_unique<StaticDispatch>(*std::move(dispatch));
       version_ = u.version();
+      if (metrics_.map_version != nullptr) metrics_.map_version->Set(static_cast<double>(version_));
       for (auto& c : counts_) std::fill(c.begin(), c.end(), 0);
       return Answer(u, absl::OkStatus());
     }

@@ -27,6 +27,9 @@
 #include "core/expert_layout.h"
 #include "core/move_plan.h"
 #include "core/placement_map.h"
+#include "prometheus/counter.h"
+#include "prometheus/gauge.h"
+#include "prometheus/registry.h"
 #include "proto/eplb.pb.h"
 #include "worker/cpu_mover.h"
 #include "worker/expert_store.h"
@@ -75,6 +78,8 @@ struct WorkerOptions {
   int num_layers = 1;
   std::vector<TensorSpec> tensors = {{"w13", 256}, {"w2", 128}};
   CheckpointReader checkpoint = SyntheticCheckpoint;
+  // Where the worker's metrics go (eplb_worker_*, labelled by worker id); null: none.
+  std::shared_ptr<prometheus::Registry> registry;
 };
 
 class WorkerRuntime {
@@ -112,9 +117,20 @@ class WorkerRuntime {
   v1::PlacementAnswer Answer(const v1::PlacementUpdate& u, const absl::Status& s) const;
   absl::Status Prepare(const v1::PlacementUpdate& u) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
+  struct Metrics {
+    prometheus::Gauge* map_version = nullptr;
+    prometheus::Counter* prepare_ack = nullptr;
+    prometheus::Counter* prepare_nack = nullptr;
+    prometheus::Counter* commits = nullptr;
+    prometheus::Counter* rows_moved = nullptr;
+    prometheus::Counter* bytes_received = nullptr;
+    prometheus::Counter* reports = nullptr;
+  };
+
   const WorkerOptions options_;
   const ExpertLayout layout_;
   CpuFabric* fabric_;
+  Metrics metrics_;
   std::vector<std::unique_ptr<HostExpertStore>> stores_;  // per own rank, owned
   mutable Mutex mu_;
   uint64_t version_ ABSL_GUARDED_BY(mu_) = 0;

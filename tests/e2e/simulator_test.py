@@ -2,7 +2,7 @@
 """The simulator end to end, briefly: the real eplb_controller and eplb_worker binaries on
 loopback with skewed traffic. Checks that a rollout commits with zero NACKs, that the observed
 balancedness rises above what the identity map gave, that every worker applied the new version,
-and that /metrics shows the controller's metric names.
+and that the /metrics of the controller and of the worker show their metric names.
 
 Usage (from Bazel): simulator_test.py EPLB_CONTROLLER EPLB_WORKER EPLBCTL
 """
@@ -20,6 +20,9 @@ NAMES = ["eplb_controller_balancedness", "eplb_controller_predicted_balancedness
          "eplb_controller_map_version", "eplb_controller_workers",
          "eplb_controller_experts_moved_total", "eplb_controller_load_reports_total",
          "eplb_controller_nacks_total"]
+WORKER_NAMES = ["eplb_worker_map_version", "eplb_worker_prepares_total",
+                "eplb_worker_commits_total", "eplb_worker_rows_moved_total",
+                "eplb_worker_bytes_received_total", "eplb_worker_load_reports_total"]
 
 
 def main(argv):
@@ -43,8 +46,17 @@ def main(argv):
                 ports[m.group(1)] = m.group(2)
         addr = "127.0.0.1:" + ports["listening"]
         worker = subprocess.Popen([worker_bin, "--controller", addr, "--nodes", "2", "--traffic",
-                                   "--drift_every", "0s", "--duration", "30s"] + shape,
-                                  stdout=subprocess.DEVNULL)
+                                   "--drift_every", "0s", "--duration", "30s",
+                                   "--metrics", "127.0.0.1:0"] + shape,
+                                  stdout=subprocess.PIPE, text=True)
+        worker_metrics = None
+        while worker_metrics is None:
+            line = worker.stdout.readline()
+            if not line:
+                raise SystemExit("worker exited before serving metrics")
+            m = re.match(r"metrics on port (\d+)", line)
+            if m:
+                worker_metrics = m.group(1)
         first, status = None, None
         deadline = time.time() + 25
         while time.time() < deadline:
@@ -81,6 +93,11 @@ def main(argv):
             assert name in metrics, "metric %s missing" % name
         assert re.search(r"^eplb_controller_nacks_total 0", metrics, re.M), "NACKs seen"
         assert re.search(r'^eplb_controller_workers\{state="live"\} 2', metrics, re.M)
+        wm = urllib.request.urlopen("http://127.0.0.1:%s/metrics" % worker_metrics,
+                                    timeout=5).read().decode()
+        for name in WORKER_NAMES:
+            assert name in wm, "worker metric %s missing" % name
+        assert re.search(r'^eplb_worker_commits_total\{worker="node-0"\} [1-9]', wm, re.M), wm
         print("balancedness %.3f -> %.3f, version %d" % (first, status["balancedness"],
                                                          status["version"]))
         return 0
