@@ -584,6 +584,10 @@ v1::GetStatusResponse Controller::Status() const {
     const double b = MeasureLayer(layer).balancedness;
     s.add_balancedness_per_layer(b);
     sum += b;
+    for (double x : layer) s.add_gpu_load(x);
+  }
+  for (const auto& layer : map_->ReplicaCounts()) {
+    for (int32_t c : layer) s.add_replica_count(c);
   }
   s.set_balancedness(gpu.empty() ? 1.0 : sum / gpu.size());
   s.set_predicted_balancedness(predicted_);

@@ -489,6 +489,23 @@ absl::StatusOr<Json> StatusCmd(const Flags& f) {
   j["balancedness_per_layer"] =
       std::vector<double>(s.balancedness_per_layer().begin(), s.balancedness_per_layer().end());
   j["rollout_in_progress"] = s.rollout_in_progress();
+  // Nested [layers][W] and [layers][E] for tools (the demo's report draws them).
+  const int layers = s.layout().num_layers();
+  Json gpu = Json::array(), replicas = Json::array();
+  for (int l = 0; l < layers && s.layout().ep_size() > 0; ++l) {
+    const int w = s.layout().ep_size();
+    if (s.gpu_load_size() >= (l + 1) * w) {
+      gpu.push_back(
+          std::vector<double>(s.gpu_load().begin() + l * w, s.gpu_load().begin() + (l + 1) * w));
+    }
+    const int e = s.layout().num_logical();
+    if (s.replica_count_size() >= (l + 1) * e) {
+      replicas.push_back(std::vector<int>(s.replica_count().begin() + l * e,
+                                          s.replica_count().begin() + (l + 1) * e));
+    }
+  }
+  j["gpu_load"] = gpu;
+  j["replica_count"] = replicas;
   j["dead_ranks"] = std::vector<int>(s.dead_ranks().begin(), s.dead_ranks().end());
   Json workers = Json::array();
   for (const auto& w : s.workers()) {

@@ -40,6 +40,7 @@ import json, subprocess, sys, time, urllib.request
 port, metrics_port, duration, out = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 ctl = "bazel-bin/eplb_controller/eplbctl"
 samples, t0, last_version = [], time.time(), None
+gpu_before, gpu_after, replicas = [], [], []
 while time.time() - t0 < duration:
     time.sleep(1)
     r = subprocess.run([ctl, "status", "--controller", "127.0.0.1:" + port, "--json"],
@@ -49,6 +50,11 @@ while time.time() - t0 < duration:
     s = json.loads(r.stdout)
     t = round(time.time() - t0, 1)
     samples.append({"t": t, "balancedness": s["balancedness"], "version": s["version"]})
+    if s["version"] == 1 and 0 < s["balancedness"] < 1:
+        gpu_before = s["gpu_load"]
+    if 0 < s["balancedness"] < 1:
+        gpu_after = s["gpu_load"]
+    replicas = s["replica_count"]
     if s["version"] != last_version:
         print("[demo] t=%5.1fs  map version %d  observed balancedness %.3f" % (
             t, s["version"], s["balancedness"]), file=sys.stderr)
@@ -58,49 +64,20 @@ while time.time() - t0 < duration:
 metrics = urllib.request.urlopen("http://127.0.0.1:%s/metrics" % metrics_port, timeout=5).read().decode()
 def metric(name):
     for line in metrics.splitlines():
-        if line.startswith(name + " ") or line.startswith(name + "{"):
-            if name.endswith("}") or line.split(" ")[0] == name:
-                return float(line.split(" ")[-1])
+        if line.split(" ")[0] == name:
+            return float(line.split(" ")[-1])
     return 0.0
 def labelled(name, label):
     for line in metrics.splitlines():
         if line.startswith('%s{%s}' % (name, label)):
             return float(line.split(" ")[-1])
     return 0.0
-valid = [x for x in samples if x["balancedness"] > 0]
+valid = [x for x in samples if 0 < x["balancedness"] < 1]
 first_commit = next((x["t"] for x in valid if x["version"] > 1), None)
 before = [x["balancedness"] for x in valid if x["version"] == 1] or [0.0]
 tail = [x["balancedness"] for x in valid[-max(1, len(valid) // 4):]] or [0.0]
 moved = metric("eplb_controller_experts_moved_total")
-# Report: balancedness over time with rebalance markers, as one self-contained HTML file.
-w, h = 760, 300
-def X(t): return 40 + (w - 60) * t / max(1, duration)
-def Y(b): return h - 30 - (h - 60) * b
-points = " ".join("%.1f,%.1f" % (X(x["t"]), Y(x["balancedness"])) for x in valid)
-marks, prev = [], 1
-for x in valid:
-    if x["version"] != prev:
-        marks.append('<line x1="%.1f" x2="%.1f" y1="20" y2="%d" stroke="#c33" '
-                     'stroke-dasharray="4 3"><title>map v%d</title></line>' % (
-                         X(x["t"]), X(x["t"]), h - 30, x["version"]))
-        prev = x["version"]
-html = """<!doctype html><html><head><meta charset="utf-8"><title>EPLB demo</title></head>
-<body style="font-family:sans-serif"><h1>EPLB demo</h1>
-<p>Controller + 2 worker nodes (8 ranks, 64 experts + 16 redundant, 8 layers), drifting skewed
-routing. Observed balancedness (mean over layers of mean/max GPU load) over time; dashed lines
-are committed rollouts.</p>
-<svg id="balancedness" width="%d" height="%d" xmlns="http://www.w3.org/2000/svg">
-<rect x="40" y="20" width="%d" height="%d" fill="none" stroke="#999"/>
-<text x="5" y="%.1f" font-size="11">1.0</text><text x="5" y="%.1f" font-size="11">0.5</text>
-<text x="5" y="%.1f" font-size="11">0</text>
-%s
-<polyline fill="none" stroke="#1565c0" stroke-width="2" points="%s"/>
-<text x="%d" y="%d" font-size="11">seconds</text></svg>
-<pre>%s</pre></body></html>""" % (w, h, w - 60, h - 50, Y(1.0) + 4, Y(0.5) + 4, Y(0) + 4,
-                              "\n".join(marks), points, w - 60, h - 8,
-                              json.dumps(samples[-5:], indent=1))
 report = out + "/report.html"
-open(report, "w").write(html)
 summary = {
     "balancedness_before": round(sum(before) / len(before), 4),
     "balancedness_after": round(sum(tail) / len(tail), 4),
@@ -113,6 +90,11 @@ summary = {
     "first_rollout_at_s": first_commit,
     "report": report,
 }
+data = {"title": "EPLB demo: controller + 2 worker nodes (8 ranks, 64 + 16 experts, 8 layers)",
+        "duration": duration, "samples": valid, "gpu_before": gpu_before,
+        "gpu_after": gpu_after, "replicas": replicas, "summary": summary}
+json.dump(data, open(out + "/report.json", "w"))
+subprocess.run([sys.executable, "tools/report.py", out + "/report.json", report], check=True)
 print(json.dumps(summary))
 PY
 wait $worker || true
