@@ -4,25 +4,59 @@
 # controller rebalances when it pays; the script samples `eplbctl status` as it runs, writes an
 # HTML report with the balancedness over time, and ends with one JSON line.
 #
-#   tools/dev demo [--quick]        # about 60 s, or 15 s with --quick (after the build)
+#   tools/dev demo [--quick] [--deepseek] [--replay LOAD.json] [--seconds N]
+#     --quick     15 s instead of 60 (after the build), no drift
+#     --deepseek  DeepSeek-V3 scale: 58 layers, 256 experts + 32 redundant, 32 ranks on 4 nodes,
+#                 top-8 (slower steps)
+#     --replay    drive the traffic with a recorded load file (SGLang's logical_count,
+#                 [T][layers][E]), one step every 2 s, e.g. tests/golden/mixtral_8x7b_mmlu_by_subject.json
 set -euo pipefail
 cd "$(dirname "$0")/.."
 duration=60
 drift=20s
-if [ "${1:-}" = "--quick" ]; then
-  duration=15
-  drift=0s  # too short to recover from a drift and still measure the final window
-fi
+shape=(--num_logical 64 --num_redundant 16 --ep_size 8 --num_nodes 2 --num_layers 8 --num_shared 1)
+traffic=(--top_k 4)
+title="controller + 2 worker nodes (8 ranks, 64 + 16 experts, 8 layers)"
+nodes=2
+timing=(--interval 2s --min_rebalance_interval 4s --window 6s)
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --quick) duration=15; drift=0s ;;
+    --seconds) duration="$2"; shift ;;
+    --deepseek)
+      shape=(--num_logical 256 --num_redundant 32 --ep_size 32 --num_nodes 4 --num_layers 58
+             --num_shared 1)
+      traffic=(--top_k 8 --tokens_per_step 1024 --step_interval 250ms)
+      timing=(--interval 3s --min_rebalance_interval 10s --window 15s)
+      nodes=4
+      title="DeepSeek-V3 scale: 4 nodes x 8 ranks, 256 + 32 experts, 58 layers, top-8" ;;
+    --replay)
+      [ -f "${2:-}" ] || { echo "demo: --replay needs a load file, got '${2:-}'" >&2; exit 2; }
+      replay="$2"; shift
+      read -r e layers < <(python3 -c "
+import json, sys
+c = json.load(open(sys.argv[1]))['logical_count']
+print(len(c[0][0]), len(c[0]))" "$replay")
+      r=$(( (e * 5 + 31) / 32 * 8 - e ))  # about 25% redundant, P a multiple of 8
+      shape=(--num_logical "$e" --num_redundant "$r" --ep_size 8 --num_nodes 2
+             --num_layers "$layers" --num_shared 1)
+      traffic=(--top_k 2 --replay "$replay" --replay_step 2s)
+      drift=0s
+      title="replay of $(basename "$replay"): 2 nodes x 4 ranks, $e + $r experts, $layers layers" ;;
+    *) echo "usage: tools/dev demo [--quick] [--deepseek] [--replay LOAD.json] [--seconds N]" >&2
+       exit 2 ;;
+  esac
+  shift
+done
 echo "[demo] building the controller, the worker daemon and eplbctl" >&2
 bazel build -c opt //eplb_controller:eplb_controller //worker:eplb_worker \
   //eplb_controller:eplbctl >/dev/null 2>&1 || bazel build -c opt //eplb_controller:eplb_controller \
   //worker:eplb_worker //eplb_controller:eplbctl
 out="${DEMO_OUT:-out/demo}"
 rm -rf "$out" && mkdir -p "$out/state"
-shape=(--num_logical 64 --num_redundant 16 --ep_size 8 --num_nodes 2 --num_layers 8 --num_shared 1)
 bazel-bin/eplb_controller/eplb_controller --listen 127.0.0.1:0 --metrics 127.0.0.1:0 \
-  --state_dir "$out/state" "${shape[@]}" --bytes_per_expert 4096 --interval 2s \
-  --min_rebalance_interval 4s --window 6s --rollout_timeout 5s >"$out/controller.log" 2>&1 &
+  --state_dir "$out/state" "${shape[@]}" --bytes_per_expert 4096 "${timing[@]}" \
+  --rollout_timeout 5s >"$out/controller.log" 2>&1 &
 controller=$!
 trap 'kill $controller ${worker:-} 2>/dev/null || true' EXIT
 for _ in $(seq 50); do
@@ -31,13 +65,14 @@ for _ in $(seq 50); do
 done
 port=$(grep -o "listening on port [0-9]*" "$out/controller.log" | awk '{print $4}')
 metrics=$(grep -o "metrics on port [0-9]*" "$out/controller.log" | awk '{print $4}')
-echo "[demo] controller on 127.0.0.1:$port (metrics :$metrics); workers: 2 nodes x 4 ranks" >&2
-bazel-bin/worker/eplb_worker --controller "127.0.0.1:$port" --nodes 2 "${shape[@]}" \
-  --row_bytes 4096 --traffic --drift_every "$drift" --duration "${duration}s" >"$out/worker.log" 2>&1 &
+echo "[demo] controller on 127.0.0.1:$port (metrics :$metrics); $title" >&2
+bazel-bin/worker/eplb_worker --controller "127.0.0.1:$port" --nodes "$nodes" "${shape[@]}" \
+  "${traffic[@]}" --row_bytes 4096 --traffic --drift_every "$drift" --duration "$((duration + 30))s" \
+  >"$out/worker.log" 2>&1 &
 worker=$!
-python3 - "$port" "$metrics" "$duration" "$out" <<'PY'
+python3 - "$port" "$metrics" "$duration" "$out" "$title" <<'PY'
 import json, subprocess, sys, time, urllib.request
-port, metrics_port, duration, out = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+port, metrics_port, duration, out, title = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5]
 ctl = "bazel-bin/eplb_controller/eplbctl"
 samples, t0, last_version = [], time.time(), None
 gpu_before, gpu_after, replicas = [], [], []
@@ -90,11 +125,12 @@ summary = {
     "first_rollout_at_s": first_commit,
     "report": report,
 }
-data = {"title": "EPLB demo: controller + 2 worker nodes (8 ranks, 64 + 16 experts, 8 layers)",
+data = {"title": "EPLB demo: " + title,
         "duration": duration, "samples": valid, "gpu_before": gpu_before,
         "gpu_after": gpu_after, "replicas": replicas, "summary": summary}
 json.dump(data, open(out + "/report.json", "w"))
 subprocess.run([sys.executable, "tools/report.py", out + "/report.json", report], check=True)
 print(json.dumps(summary))
 PY
-wait $worker || true
+kill $worker 2>/dev/null || true
+wait $worker 2>/dev/null || true

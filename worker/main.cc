@@ -17,6 +17,7 @@
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "core/formats.h"
 #include "prometheus/exposer.h"
 #include "prometheus/registry.h"
 #include "worker/controller_client.h"
@@ -43,6 +44,10 @@ ABSL_FLAG(absl::Duration, drift_every, absl::Seconds(10), "hot experts move this
 ABSL_FLAG(absl::Duration, duration, absl::ZeroDuration(), "exit after this long (0: run on)");
 ABSL_FLAG(uint64_t, seed, 1, "synthetic traffic seed");
 ABSL_FLAG(std::string, metrics, "", "Prometheus /metrics address (empty: off; port 0: any)");
+ABSL_FLAG(std::string, replay, "",
+          "replay a load file ({\"logical_count\": [T][layers][E]}, SGLang's format): step t's "
+          "counts drive the traffic for --replay_step (cycling); replaces the Zipf model");
+ABSL_FLAG(absl::Duration, replay_step, absl::Seconds(2), "how long each replayed step lasts");
 
 namespace {
 absl::Notification* g_stop = nullptr;
@@ -123,10 +128,44 @@ int main(int argc, char** argv) {
         {absl::GetFlag(FLAGS_tokens_per_step), absl::GetFlag(FLAGS_top_k),
          absl::GetFlag(FLAGS_zipf), 0.25, absl::GetFlag(FLAGS_seed)});
     absl::Time next_drift = absl::Now() + absl::GetFlag(FLAGS_drift_every);
+    std::vector<eplb::LoadMatrix> replay;
+    if (!absl::GetFlag(FLAGS_replay).empty()) {
+      auto text = eplb::ReadFileToString(absl::GetFlag(FLAGS_replay));
+      auto steps = text.ok() ? eplb::ParseLoadStepsJson(*text)
+                             : absl::StatusOr<std::vector<eplb::LoadMatrix>>(text.status());
+      if (!steps.ok()) {
+        std::fprintf(stderr, "eplb_worker: --replay %s: %s\n", absl::GetFlag(FLAGS_replay).c_str(),
+                     steps.status().ToString().c_str());
+        return 2;
+      }
+      const auto& s0 = steps->front();
+      if (static_cast<int>(s0.size()) != absl::GetFlag(FLAGS_num_layers) ||
+          static_cast<int>(s0[0].size()) != absl::GetFlag(FLAGS_num_logical)) {
+        std::fprintf(stderr,
+                     "eplb_worker: --replay has shape [%zu][%zu] per step; expected "
+                     "[--num_layers=%d][--num_logical=%d]\n",
+                     s0.size(), s0[0].size(), absl::GetFlag(FLAGS_num_layers),
+                     absl::GetFlag(FLAGS_num_logical));
+        return 2;
+      }
+      replay = *std::move(steps);
+      traffic.SetWeights(replay[0]);
+    }
+    const absl::Time start = absl::Now();
+    size_t replay_index = 0;
     while (!stop.WaitForNotificationWithTimeout(absl::GetFlag(FLAGS_step_interval)) &&
            absl::Now() < end) {
       traffic.Step(ptrs);
-      if (absl::GetFlag(FLAGS_drift_every) > absl::ZeroDuration() && absl::Now() >= next_drift) {
+      if (!replay.empty()) {
+        const size_t i =
+            static_cast<size_t>((absl::Now() - start) / absl::GetFlag(FLAGS_replay_step)) %
+            replay.size();
+        if (i != replay_index) {
+          replay_index = i;
+          traffic.SetWeights(replay[i]);
+        }
+      } else if (absl::GetFlag(FLAGS_drift_every) > absl::ZeroDuration() &&
+                 absl::Now() >= next_drift) {
         traffic.Drift();
         next_drift = absl::Now() + absl::GetFlag(FLAGS_drift_every);
       }

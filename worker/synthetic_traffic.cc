@@ -22,6 +22,15 @@ SyntheticTraffic::SyntheticTraffic(const ExpertLayout& layout, int num_layers,
   }
 }
 
+void SyntheticTraffic::SetWeights(const std::vector<std::vector<double>>& weights) {
+  layer_cdf_.assign(weights.size(), {});
+  for (size_t l = 0; l < weights.size(); ++l) {
+    double acc = 0;
+    for (double x : weights[l]) layer_cdf_[l].push_back(acc += x);
+    if (acc <= 0) layer_cdf_[l].clear();  // an idle layer falls back to the Zipf model
+  }
+}
+
 void SyntheticTraffic::Drift() {
   for (auto& o : order_) {
     const int n = static_cast<int>(o.size());

@@ -28,6 +28,9 @@ class SyntheticTraffic {
   void Step(const std::vector<WorkerRuntime*>& workers);
   // Moves the hot experts: a fraction of each layer's order is re-shuffled.
   void Drift();
+  // Replaces the Zipf model by explicit per-layer expert weights [layers][E] (a recorded load
+  // step, e.g. SGLang's logical_count); Drift() has no effect while they are set.
+  void SetWeights(const std::vector<std::vector<double>>& weights);
 
  private:
   ExpertLayout layout_;
@@ -36,6 +39,7 @@ class SyntheticTraffic {
   std::mt19937_64 rng_;
   std::vector<std::vector<int32_t>> order_;  // [layer][rank in popularity] = logical id
   std::vector<double> cdf_;
+  std::vector<std::vector<double>> layer_cdf_;  // explicit weights' CDF per layer, or empty
 };
 
 }  // namespace eplb
