@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The main job: the real controller binary and a real worker daemon (two simulated nodes of four
-# ranks, CPU backend) on loopback, driven by skewed routing whose hot experts drift. The
+# The main job: the real controller binary and one real worker daemon per simulated node (two
+# nodes of four ranks, CPU backend, weights in shared memory) on loopback, driven by skewed routing whose hot experts drift. The
 # controller rebalances when it pays; the script samples `eplbctl status` as it runs, writes an
 # HTML report with the balancedness over time, and ends with one JSON line.
 #
@@ -66,10 +66,17 @@ done
 port=$(grep -o "listening on port [0-9]*" "$out/controller.log" | awk '{print $4}')
 metrics=$(grep -o "metrics on port [0-9]*" "$out/controller.log" | awk '{print $4}')
 echo "[demo] controller on 127.0.0.1:$port (metrics :$metrics); $title" >&2
-bazel-bin/worker/eplb_worker --controller "127.0.0.1:$port" --nodes "$nodes" "${shape[@]}" \
-  "${traffic[@]}" --row_bytes 4096 --traffic --drift_every "$drift" --duration "$((duration + 30))s" \
-  >"$out/worker.log" 2>&1 &
-worker=$!
+# One worker daemon per simulated node; their expert stores are shared-memory files in one
+# directory, so weights move between the daemons' ranks. Same seed: one global token stream.
+mkdir -p "$out/fabric"
+workers=()
+for node in $(seq 0 $((nodes - 1))); do
+  bazel-bin/worker/eplb_worker --controller "127.0.0.1:$port" --nodes 1 --first_node "$node" \
+    "${shape[@]}" "${traffic[@]}" --row_bytes 4096 --traffic --drift_every "$drift" \
+    --fabric_dir "$out/fabric" --duration "$((duration + 30))s" >"$out/worker-$node.log" 2>&1 &
+  workers+=($!)
+done
+worker="${workers[*]}"
 python3 - "$port" "$metrics" "$duration" "$out" "$title" <<'PY'
 import json, subprocess, sys, time, urllib.request
 port, metrics_port, duration, out, title = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5]
@@ -132,5 +139,5 @@ json.dump(data, open(out + "/report.json", "w"))
 subprocess.run([sys.executable, "tools/report.py", out + "/report.json", report], check=True)
 print(json.dumps(summary))
 PY
-kill $worker 2>/dev/null || true
-wait $worker 2>/dev/null || true
+kill ${workers[*]} 2>/dev/null || true
+wait ${workers[*]} 2>/dev/null || true

@@ -6,6 +6,7 @@
 
 #include <memory>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "core/move_plan.h"
@@ -122,6 +123,54 @@ TEST(ExpertStoreTest, CheckpointLoadsSharedRowsAndBothReplicasOnOneGpu) {
   std::vector<uint8_t> junk(64, 7);
   store.WriteRow(0, 3, junk.data());
   EXPECT_THAT(store.MismatchedRows(0, *map, SyntheticCheckpoint), ::testing::ElementsAre(3));
+}
+
+TEST(CpuMoverTest, PeersInAnotherProcessAreReadThroughSharedFiles) {
+  std::mt19937_64 rng(testing::FreshSeed());
+  LayoutConfig c{16, 16, 8, 1, 1};  // one node: sources are any rank, not only same-node ones
+  ExpertLayout layout = *ExpertLayout::Create(c);
+  PlacementMap old_map = testing::RandomPlacement(layout, 1, rng);
+  PlacementMap new_map = testing::RandomPlacement(layout, 1, rng);
+  const std::string dir = ::testing::TempDir();
+  const std::vector<TensorSpec> tensors = {{"w", 96}};
+  // "Process A" owns ranks 0..3, "process B" ranks 4..7, each in its own shared files.
+  std::vector<std::unique_ptr<HostExpertStore>> own;
+  for (int r = 0; r < 8; ++r) {
+    auto s =
+        HostExpertStore::CreateShared(layout, 1, r, tensors, dir + "/x-rank-" + std::to_string(r));
+    ASSERT_TRUE(s.ok()) << s.status();
+    ASSERT_TRUE((*s)->LoadCheckpoint(old_map, SyntheticCheckpoint).ok());
+    own.push_back(*std::move(s));
+  }
+  // B's view: its own stores for 4..7, read-only mappings of A's files for 0..3.
+  std::vector<std::unique_ptr<HostExpertStore>> views;
+  std::vector<HostExpertStore*> b(8);
+  for (int r = 0; r < 4; ++r) {
+    auto v = HostExpertStore::OpenPeer(layout, 1, r, tensors, dir + "/x-rank-" + std::to_string(r));
+    ASSERT_TRUE(v.ok()) << v.status();
+    b[r] = v->get();
+    views.push_back(*std::move(v));
+  }
+  for (int r = 4; r < 8; ++r) b[r] = own[r].get();
+  auto plan = BuildMovePlan(layout, old_map, new_map, {});
+  ASSERT_TRUE(plan.ok());
+  MovePlan mine;
+  int from_a = 0;
+  for (const Transfer& t : plan->transfers) {
+    if (t.dst_rank < 4) continue;
+    mine.transfers.push_back(t);
+    from_a += t.kind == TransferKind::kPeer && t.src_rank < 4;
+  }
+  ASSERT_GT(from_a, 0) << "the random maps needed no row from process A; rerun";
+  CpuMover mover(b);
+  ASSERT_TRUE(mover.Stage(mine, 0, std::vector<bool>(8, true)).ok());
+  mover.Commit();
+  for (int r = 4; r < 8; ++r) {
+    const auto bad = own[r]->MismatchedRows(0, new_map, SyntheticCheckpoint);
+    EXPECT_THAT(bad, ::testing::IsEmpty()) << "rank " << r;
+  }
+  EXPECT_EQ(HostExpertStore::OpenPeer(layout, 1, 9, tensors, dir + "/nope").status().code(),
+            absl::StatusCode::kNotFound);
 }
 
 }  // namespace

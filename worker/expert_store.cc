@@ -1,5 +1,10 @@
 #include "worker/expert_store.h"
 
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <cstring>
 #include <vector>
 
@@ -32,7 +37,52 @@ HostExpertStore::HostExpertStore(const ExpertLayout& layout, int num_layers, int
     : layout_(layout), num_layers_(num_layers), rank_(rank), tensors_(std::move(tensors)) {
   for (const TensorSpec& t : tensors_) row_bytes_ += t.bytes;
   data_.assign(static_cast<size_t>(num_layers_) * rows_per_layer() * row_bytes_, 0);
+  base_ = data_.data();
   writes_.assign(static_cast<size_t>(num_layers_) * rows_per_layer(), 0);
+}
+
+HostExpertStore::~HostExpertStore() {
+  if (mapped_bytes_ > 0) munmap(base_, mapped_bytes_);
+}
+
+absl::StatusOr<std::unique_ptr<HostExpertStore>> HostExpertStore::CreateShared(
+    const ExpertLayout& layout, int num_layers, int rank, std::vector<TensorSpec> tensors,
+    const std::string& path) {
+  auto store = std::make_unique<HostExpertStore>(layout, num_layers, rank, std::move(tensors));
+  const size_t bytes = store->data_.size();
+  const int fd = open(path.c_str(), O_RDWR | O_CREAT, 0644);
+  if (fd < 0) return absl::UnavailableError(absl::StrCat("cannot create ", path));
+  const bool sized = ftruncate(fd, static_cast<off_t>(bytes)) == 0;
+  void* p = sized ? mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0) : MAP_FAILED;
+  close(fd);
+  if (p == MAP_FAILED) return absl::UnavailableError(absl::StrCat("cannot map ", path));
+  store->data_.clear();
+  store->data_.shrink_to_fit();
+  store->base_ = static_cast<uint8_t*>(p);
+  store->mapped_bytes_ = bytes;
+  return store;
+}
+
+absl::StatusOr<std::unique_ptr<HostExpertStore>> HostExpertStore::OpenPeer(
+    const ExpertLayout& layout, int num_layers, int rank, std::vector<TensorSpec> tensors,
+    const std::string& path) {
+  auto store = std::make_unique<HostExpertStore>(layout, num_layers, rank, std::move(tensors));
+  const size_t bytes = store->data_.size();
+  const int fd = open(path.c_str(), O_RDONLY);
+  if (fd < 0) return absl::NotFoundError(absl::StrCat("peer rank ", rank, ": no ", path));
+  struct stat st;
+  const bool ok = fstat(fd, &st) == 0 && static_cast<size_t>(st.st_size) == bytes;
+  void* p = ok ? mmap(nullptr, bytes, PROT_READ, MAP_SHARED, fd, 0) : MAP_FAILED;
+  close(fd);
+  if (p == MAP_FAILED) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("peer rank ", rank, ": ", path, " is not a store of this shape"));
+  }
+  store->data_.clear();
+  store->data_.shrink_to_fit();
+  store->base_ = static_cast<uint8_t*>(p);
+  store->mapped_bytes_ = bytes;
+  return store;
 }
 
 void HostExpertStore::WriteRow(int layer, int row, const uint8_t* src) {

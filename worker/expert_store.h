@@ -16,10 +16,12 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "core/expert_layout.h"
 #include "core/placement_map.h"
 
@@ -45,12 +47,30 @@ class HostExpertStore {
  public:
   HostExpertStore(const ExpertLayout& layout, int num_layers, int rank,
                   std::vector<TensorSpec> tensors);
+  ~HostExpertStore();
+  HostExpertStore(const HostExpertStore&) = delete;
+  HostExpertStore& operator=(const HostExpertStore&) = delete;
+
+  // A store whose rows live in a shared file (e.g. under /dev/shm), so worker processes on one
+  // machine reach each other's rows as NCCL peers would. Create makes (and sizes) the file for
+  // this process's rank; OpenPeer maps another process's file read-only (NotFound until it
+  // exists).
+  static absl::StatusOr<std::unique_ptr<HostExpertStore>> CreateShared(
+      const ExpertLayout& layout, int num_layers, int rank, std::vector<TensorSpec> tensors,
+      const std::string& path);
+  static absl::StatusOr<std::unique_ptr<HostExpertStore>> OpenPeer(const ExpertLayout& layout,
+                                                                   int num_layers, int rank,
+                                                                   std::vector<TensorSpec> tensors,
+                                                                   const std::string& path);
 
   int rank() const { return rank_; }
+  const ExpertLayout& layout() const { return layout_; }
+  int num_layers() const { return num_layers_; }
+  const std::vector<TensorSpec>& tensors() const { return tensors_; }
   int64_t row_bytes() const { return row_bytes_; }
   int rows_per_layer() const { return layout_.slots_per_rank(); }  // L + S
-  uint8_t* Row(int layer, int row) { return data_.data() + Offset(layer, row); }
-  const uint8_t* Row(int layer, int row) const { return data_.data() + Offset(layer, row); }
+  uint8_t* Row(int layer, int row) { return base_ + Offset(layer, row); }
+  const uint8_t* Row(int layer, int row) const { return base_ + Offset(layer, row); }
   // Overwrites a row; counted (tests prove unchanged rows are never written).
   void WriteRow(int layer, int row, const uint8_t* src);
   int64_t writes(int layer, int row) const { return writes_[layer * rows_per_layer() + row]; }
@@ -75,7 +95,9 @@ class HostExpertStore {
   int rank_;
   std::vector<TensorSpec> tensors_;
   int64_t row_bytes_ = 0;
-  std::vector<uint8_t> data_;
+  std::vector<uint8_t> data_;  // in-process storage, or empty when mapped
+  uint8_t* base_ = nullptr;
+  size_t mapped_bytes_ = 0;  // > 0: base_ is an mmap of a shared file
   std::vector<int64_t> writes_;
 };
 

@@ -47,6 +47,9 @@ ABSL_FLAG(std::string, metrics, "", "Prometheus /metrics address (empty: off; po
 ABSL_FLAG(std::string, replay, "",
           "replay a load file ({\"logical_count\": [T][layers][E]}, SGLang's format): step t's "
           "counts drive the traffic for --replay_step (cycling); replaces the Zipf model");
+ABSL_FLAG(std::string, fabric_dir, "",
+          "directory of shared-memory expert stores (e.g. under /dev/shm): daemons of one "
+          "machine given the same directory move weights between each other's ranks");
 ABSL_FLAG(absl::Duration, replay_step, absl::Seconds(2), "how long each replayed step lasts");
 
 namespace {
@@ -73,6 +76,8 @@ int main(int argc, char** argv) {
                                   absl::GetFlag(FLAGS_num_redundant), w,
                                   absl::GetFlag(FLAGS_num_shared), cluster_nodes};
   eplb::CpuFabric fabric(w);
+  if (!absl::GetFlag(FLAGS_fabric_dir).empty())
+    fabric.SetSharedDirectory(absl::GetFlag(FLAGS_fabric_dir));
   auto registry = std::make_shared<prometheus::Registry>();
   std::unique_ptr<prometheus::Exposer> exposer;
   if (!absl::GetFlag(FLAGS_metrics).empty()) {

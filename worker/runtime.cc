@@ -10,6 +10,29 @@
 
 namespace eplb {
 
+std::vector<HostExpertStore*> CpuFabric::stores(const HostExpertStore* like) {
+  MutexLock l(&mu_);
+  if (!dir_.empty() && like != nullptr) {
+    for (size_t r = 0; r < stores_.size(); ++r) {
+      if (stores_[r] != nullptr) continue;
+      auto peer = HostExpertStore::OpenPeer(like->layout(), like->num_layers(), static_cast<int>(r),
+                                            like->tensors(), dir_ + "/rank-" + std::to_string(r));
+      if (!peer.ok()) continue;
+      stores_[r] = peer->get();
+      peers_.push_back(*std::move(peer));
+    }
+  }
+  return stores_;
+}
+
+std::vector<bool> CpuFabric::alive(const HostExpertStore* like) {
+  const std::vector<HostExpertStore*> s = stores(like);
+  MutexLock l(&mu_);
+  std::vector<bool> out = alive_;
+  for (size_t r = 0; r < out.size(); ++r) out[r] = out[r] && s[r] != nullptr;
+  return out;
+}
+
 absl::StatusOr<std::unique_ptr<WorkerRuntime>> WorkerRuntime::Create(WorkerOptions options,
                                                                      CpuFabric* fabric) {
   auto layout = ExpertLayout::Create(options.layout);
@@ -23,16 +46,27 @@ absl::StatusOr<std::unique_ptr<WorkerRuntime>> WorkerRuntime::Create(WorkerOptio
           absl::StrCat("rank ", r, " is out of range [0, ", layout->ep_size(), ")"));
     }
   }
-  return std::unique_ptr<WorkerRuntime>(new WorkerRuntime(std::move(options), *layout, fabric));
+  std::unique_ptr<WorkerRuntime> rt(new WorkerRuntime(std::move(options), *layout, fabric));
+  // Stores: in this process, or in shared files when the fabric spans processes.
+  const std::string dir = fabric->shared_directory();
+  for (int r : rt->options_.ranks) {
+    if (dir.empty()) {
+      rt->stores_.push_back(std::make_unique<HostExpertStore>(rt->layout_, rt->options_.num_layers,
+                                                              r, rt->options_.tensors));
+    } else {
+      auto shared =
+          HostExpertStore::CreateShared(rt->layout_, rt->options_.num_layers, r,
+                                        rt->options_.tensors, dir + "/rank-" + std::to_string(r));
+      if (!shared.ok()) return shared.status();
+      rt->stores_.push_back(*std::move(shared));
+    }
+    fabric->Attach(r, rt->stores_.back().get());
+  }
+  return rt;
 }
 
 WorkerRuntime::WorkerRuntime(WorkerOptions options, ExpertLayout layout, CpuFabric* fabric)
     : options_(std::move(options)), layout_(layout), fabric_(fabric) {
-  for (int r : options_.ranks) {
-    stores_.push_back(
-        std::make_unique<HostExpertStore>(layout_, options_.num_layers, r, options_.tensors));
-    fabric_->Attach(r, stores_.back().get());
-  }
   if (options_.registry != nullptr) {
     prometheus::Registry& r = *options_.registry;
     const std::map<std::string, std::string> who = {{"worker", options_.worker_id}};
@@ -205,8 +239,8 @@ absl::Status WorkerRuntime::Prepare(const v1::PlacementUpdate& u) {
       mine.transfers.push_back(t);
     }
   }
-  auto mover = std::make_unique<CpuMover>(fabric_->stores());
-  const std::vector<bool> alive = fabric_->alive();
+  auto mover = std::make_unique<CpuMover>(fabric_->stores(stores_.front().get()));
+  const std::vector<bool> alive = fabric_->alive(stores_.front().get());
   {
     MutexLock data(fabric_->data_mutex());
     for (int layer = 0; layer < options_.num_layers; ++layer) {

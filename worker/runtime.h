@@ -42,8 +42,19 @@ namespace eplb {
 // visible, e.g. to ThreadSanitizer, and safe if a caller breaks the protocol).
 class CpuFabric {
  public:
-  Mutex* data_mutex() { return &data_mu_; }
   explicit CpuFabric(int ep_size) : stores_(ep_size, nullptr), alive_(ep_size, true) {}
+  Mutex* data_mutex() { return &data_mu_; }
+
+  // Cross-process mode: local stores live in files `dir/rank-<r>` and the ranks of other
+  // processes are reached by mapping their files (see HostExpertStore::CreateShared).
+  void SetSharedDirectory(std::string dir) {
+    MutexLock l(&mu_);
+    dir_ = std::move(dir);
+  }
+  std::string shared_directory() {
+    MutexLock l(&mu_);
+    return dir_;
+  }
   void Attach(int rank, HostExpertStore* store) {
     MutexLock l(&mu_);
     stores_[rank] = store;
@@ -52,21 +63,17 @@ class CpuFabric {
     MutexLock l(&mu_);
     alive_[rank] = alive;
   }
-  std::vector<HostExpertStore*> stores() {
-    MutexLock l(&mu_);
-    return stores_;
-  }
-  std::vector<bool> alive() {
-    MutexLock l(&mu_);
-    std::vector<bool> out = alive_;
-    for (size_t r = 0; r < out.size(); ++r) out[r] = out[r] && stores_[r] != nullptr;
-    return out;
-  }
+  // Every rank's store: local ones, and in cross-process mode the peers' mapped files (shaped
+  // like `like`; ranks whose file does not exist yet stay null).
+  std::vector<HostExpertStore*> stores(const HostExpertStore* like = nullptr);
+  std::vector<bool> alive(const HostExpertStore* like = nullptr);
 
  private:
   Mutex mu_;
   Mutex data_mu_;
+  std::string dir_ ABSL_GUARDED_BY(mu_);
   std::vector<HostExpertStore*> stores_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::unique_ptr<HostExpertStore>> peers_ ABSL_GUARDED_BY(mu_);
   std::vector<bool> alive_ ABSL_GUARDED_BY(mu_);
 };
 

@@ -4,6 +4,8 @@
 #include <cmath>
 #include <numeric>
 
+#include "core/dispatch.h"
+
 namespace eplb {
 
 SyntheticTraffic::SyntheticTraffic(const ExpertLayout& layout, int num_layers,
@@ -57,9 +59,17 @@ void SyntheticTraffic::Step(const std::vector<WorkerRuntime*>& workers) {
   std::vector<std::vector<int32_t>> tables(w);
   for (int layer = 0; layer < num_layers_; ++layer) {
     // Each source rank's dispatch row lives in the worker serving it.
+    // Ranks of other processes: their static tables are a pure function of the map, which every
+    // worker holds, so every process can route every source's tokens; with one seed everywhere
+    // the processes generate the same global token stream and each records what its ranks get.
+    std::shared_ptr<const PlacementMap> map = workers[0]->map();
     for (int r = 0; r < w; ++r) {
-      tables[r] = owner_worker[r] >= 0 ? workers[owner_worker[r]]->DispatchRow(r, layer)
-                                       : std::vector<int32_t>();
+      if (owner_worker[r] >= 0) {
+        tables[r] = workers[owner_worker[r]]->DispatchRow(r, layer);
+      } else {
+        auto row = BuildStaticDispatchRow(layout_, *map, layer, r);
+        tables[r] = row.ok() ? *std::move(row) : std::vector<int32_t>();
+      }
     }
     std::vector<std::vector<int64_t>> received(workers.size());
     for (int t = 0; t < options_.tokens_per_step; ++t) {

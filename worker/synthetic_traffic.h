@@ -1,7 +1,8 @@
-// Synthetic routing for simulations: each step, tokens from random source ranks pick K distinct
-// logical experts from a Zipf distribution over a hot-expert order that drifts over time; each
-// (token, k) goes through the source rank's static dispatch table to a physical id, and the
-// worker owning that id records it as received load.
+// Synthetic routing for simulations: each step, tokens from random source ranks (of the whole
+// cluster) pick K distinct logical experts from a Zipf distribution over a hot-expert order that
+// drifts over time; each (token, k) goes through the source rank's static dispatch table to a
+// physical id, and the worker owning that id, if it is in this process, records it as received
+// load. Processes given the same seed generate the same global stream.
 #ifndef EPLB_WORKER_SYNTHETIC_TRAFFIC_H_
 #define EPLB_WORKER_SYNTHETIC_TRAFFIC_H_
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""The simulator end to end, briefly: the real eplb_controller and eplb_worker binaries on
-loopback with skewed traffic. Checks that a rollout commits with zero NACKs, that the observed
+"""The simulator end to end, briefly: the real eplb_controller binary and two eplb_worker
+daemons (one per node, weights in shared files) on loopback with skewed traffic. Checks that a rollout commits with zero NACKs, that the observed
 balancedness rises above what the identity map gave, that every worker applied the new version,
 and that the /metrics of the controller and of the worker show their metric names.
 
@@ -45,10 +45,14 @@ def main(argv):
             if m:
                 ports[m.group(1)] = m.group(2)
         addr = "127.0.0.1:" + ports["listening"]
-        worker = subprocess.Popen([worker_bin, "--controller", addr, "--nodes", "2", "--traffic",
-                                   "--drift_every", "0s", "--duration", "30s",
-                                   "--metrics", "127.0.0.1:0"] + shape,
-                                  stdout=subprocess.PIPE, text=True)
+        # One daemon per node; weights move between them through shared files.
+        fabric = tempfile.mkdtemp(dir=os.environ.get("TEST_TMPDIR"))
+        common = ["--controller", addr, "--nodes", "1", "--traffic", "--drift_every", "0s",
+                  "--duration", "30s", "--fabric_dir", fabric] + shape
+        worker = subprocess.Popen([worker_bin, "--first_node", "0", "--metrics", "127.0.0.1:0"] +
+                                  common, stdout=subprocess.PIPE, text=True)
+        worker2 = subprocess.Popen([worker_bin, "--first_node", "1"] + common,
+                                   stdout=subprocess.DEVNULL)
         worker_metrics = None
         while worker_metrics is None:
             line = worker.stdout.readline()
@@ -105,6 +109,8 @@ def main(argv):
         if worker is not None:
             worker.terminate()
             worker.wait(timeout=10)
+            worker2.terminate()
+            worker2.wait(timeout=10)
         controller.terminate()
         controller.wait(timeout=10)
 

@@ -2,6 +2,8 @@
 // each (CPU backend, peers through an in-process fabric) record skewed load, report it, and the
 // controller's rollout moves their weights and switches their maps; a row that fails its
 // integrity check, or a peer lost mid-move, NACKs and leaves the old map in force everywhere.
+#include <sys/stat.h>
+
 #include <memory>
 #include <string>
 #include <vector>
@@ -46,7 +48,17 @@ class WorkerControllerTest : public ::testing::Test {
     server_->Shutdown(std::chrono::system_clock::now());
   }
 
-  void AddWorkers(CheckpointReader second_reader = SyntheticCheckpoint) {
+  // separate_fabrics: the two workers stand for two processes, reaching each other's rows only
+  // through shared files in one directory.
+  void AddWorkers(CheckpointReader second_reader = SyntheticCheckpoint,
+                  bool separate_fabrics = false) {
+    if (separate_fabrics) {
+      const std::string dir = ::testing::TempDir() + "/fabric-" +
+                              ::testing::UnitTest::GetInstance()->current_test_info()->name();
+      mkdir(dir.c_str(), 0755);
+      fabric_.SetSharedDirectory(dir);
+      fabric2_.SetSharedDirectory(dir);
+    }
     for (int w = 0; w < 2; ++w) {
       WorkerOptions o;
       o.worker_id = "node-" + std::to_string(w);
@@ -55,7 +67,7 @@ class WorkerControllerTest : public ::testing::Test {
       o.layout = {kE, kR, kW, 1, 2};
       o.num_layers = kLayers;
       if (w == 1) o.checkpoint = second_reader;
-      auto rt = WorkerRuntime::Create(o, &fabric_);
+      auto rt = WorkerRuntime::Create(o, separate_fabrics && w == 1 ? &fabric2_ : &fabric_);
       ASSERT_TRUE(rt.ok()) << rt.status();
       runtimes_.push_back(*std::move(rt));
       clients_.push_back(std::make_unique<ControllerClient>(runtimes_.back().get(),
@@ -85,6 +97,7 @@ class WorkerControllerTest : public ::testing::Test {
   }
 
   CpuFabric fabric_{kW};
+  CpuFabric fabric2_{kW};
   std::unique_ptr<Controller> controller_;
   std::unique_ptr<WorkerService> service_;
   std::unique_ptr<grpc::Server> server_;
@@ -111,6 +124,17 @@ TEST_F(WorkerControllerTest, RolloutMovesWeightsAndSwitchesMapsOnEveryWorker) {
   // The hot expert got more replicas.
   const int32_t hot = 0;  // physical 0 held logical 0 under the identity map
   EXPECT_GT(controller_->map()->ReplicaCount(0, LogicalId(hot)), 2);
+}
+
+TEST_F(WorkerControllerTest, WorkersInSeparateFabricsMoveWeightsThroughSharedFiles) {
+  AddWorkers(SyntheticCheckpoint, /*separate_fabrics=*/true);
+  RecordSkewAndReport();
+  const RebalanceRecord r = controller_->Step();
+  ASSERT_EQ(r.result, "committed") << r.reason;
+  for (auto& rt : runtimes_) {
+    EXPECT_EQ(rt->applied_version(), 2u);
+    EXPECT_THAT(rt->Inconsistencies(), ::testing::IsEmpty());
+  }
 }
 
 TEST_F(WorkerControllerTest, AStagedRowFailingItsIntegrityCheckNacksAndNothingChanges) {
