@@ -10,8 +10,9 @@
 //     failure is a NACK naming it, and the old map stays in force. COMMIT writes the staged rows
 //     in place and then switches the map and the static dispatch tables; ABORT drops the stage.
 //
-// CPU backend: stores in host memory, peers reached through a CpuFabric shared by the workers of
-// one process (tests, simulator). Thread-safe.
+// CPU backend: stores in host memory, peers reached through a CpuFabric: the workers of one
+// process, and with a shared directory the workers of other processes on the machine (tests,
+// simulator). Thread-safe.
 #ifndef EPLB_WORKER_RUNTIME_H_
 #define EPLB_WORKER_RUNTIME_H_
 
