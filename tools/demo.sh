@@ -15,7 +15,7 @@ cd "$(dirname "$0")/.."
 duration=60
 drift=20s
 shape=(--num_logical 64 --num_redundant 16 --ep_size 8 --num_nodes 2 --num_layers 8 --num_shared 1)
-traffic=(--top_k 4)
+traffic=(--top_k 4 --num_groups 8 --group_locality 0.5 --burst_probability 0.002 --burst_steps 50)
 title="controller + 2 worker nodes (8 ranks, 64 + 16 experts, 8 layers)"
 nodes=2
 timing=(--interval 2s --min_rebalance_interval 4s --window 6s)

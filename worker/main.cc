@@ -43,6 +43,11 @@ ABSL_FLAG(absl::Duration, step_interval, absl::Milliseconds(20), "synthetic step
 ABSL_FLAG(absl::Duration, drift_every, absl::Seconds(10), "hot experts move this often (0: never)");
 ABSL_FLAG(absl::Duration, duration, absl::ZeroDuration(), "exit after this long (0: run on)");
 ABSL_FLAG(uint64_t, seed, 1, "synthetic traffic seed");
+ABSL_FLAG(int, num_groups, 1, "synthetic traffic: expert groups");
+ABSL_FLAG(double, group_locality, 0, "synthetic traffic: share of tokens routed inside one group");
+ABSL_FLAG(double, burst_probability, 0, "synthetic traffic: per-step chance of a burst");
+ABSL_FLAG(double, burst_factor, 4, "synthetic traffic: how much a burst multiplies an expert");
+ABSL_FLAG(int, burst_steps, 50, "synthetic traffic: steps a burst lasts");
 ABSL_FLAG(std::string, metrics, "", "Prometheus /metrics address (empty: off; port 0: any)");
 ABSL_FLAG(std::string, replay, "",
           "replay a load file ({\"logical_count\": [T][layers][E]}, SGLang's format): step t's "
@@ -131,7 +136,10 @@ int main(int argc, char** argv) {
     eplb::SyntheticTraffic traffic(
         runtimes.front()->layout(), absl::GetFlag(FLAGS_num_layers),
         {absl::GetFlag(FLAGS_tokens_per_step), absl::GetFlag(FLAGS_top_k),
-         absl::GetFlag(FLAGS_zipf), 0.25, absl::GetFlag(FLAGS_seed)});
+         absl::GetFlag(FLAGS_zipf), 0.25, absl::GetFlag(FLAGS_seed),
+         absl::GetFlag(FLAGS_num_groups), absl::GetFlag(FLAGS_group_locality),
+         absl::GetFlag(FLAGS_burst_probability), absl::GetFlag(FLAGS_burst_factor),
+         absl::GetFlag(FLAGS_burst_steps)});
     absl::Time next_drift = absl::Now() + absl::GetFlag(FLAGS_drift_every);
     std::vector<eplb::LoadMatrix> replay;
     if (!absl::GetFlag(FLAGS_replay).empty()) {

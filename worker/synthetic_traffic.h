@@ -20,6 +20,15 @@ struct TrafficOptions {
   double zipf = 1.2;
   double drift_fraction = 0.25;  // share of the hot order re-shuffled by Drift()
   uint64_t seed = 1;
+  // Group locality: with this probability a token picks all its experts inside one expert group
+  // (drawn by the group's weight), as group-limited routing does.
+  int num_groups = 1;
+  double group_locality = 0;
+  // Bursts: each step, with this probability, one random expert's weight is multiplied by
+  // burst_factor for burst_steps steps.
+  double burst_probability = 0;
+  double burst_factor = 4;
+  int burst_steps = 50;
 };
 
 class SyntheticTraffic {
@@ -32,8 +41,13 @@ class SyntheticTraffic {
   // Replaces the Zipf model by explicit per-layer expert weights [layers][E] (a recorded load
   // step, e.g. SGLang's logical_count); Drift() has no effect while they are set.
   void SetWeights(const std::vector<std::vector<double>>& weights);
+  // One token's K distinct logical experts for `layer` (what Step draws per token).
+  std::vector<int32_t> SampleToken(int layer);
 
  private:
+  double Weight(int layer, int32_t e) const;  // relative draw weight of expert e
+  int32_t Draw(int layer);                    // one expert by weight (bursts included)
+
   ExpertLayout layout_;
   int num_layers_;
   TrafficOptions options_;
@@ -41,6 +55,8 @@ class SyntheticTraffic {
   std::vector<std::vector<int32_t>> order_;  // [layer][rank in popularity] = logical id
   std::vector<double> cdf_;
   std::vector<std::vector<double>> layer_cdf_;  // explicit weights' CDF per layer, or empty
+  int burst_expert_ = -1;
+  int burst_left_ = 0;
 };
 
 }  // namespace eplb
