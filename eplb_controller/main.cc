@@ -16,6 +16,7 @@
 #include "absl/flags/parse.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
+#include "common/stop_signals.h"
 #include "eplb_controller/controller.h"
 #include "eplb_controller/controller_service.h"
 #include "grpcpp/grpcpp.h"
@@ -41,13 +42,6 @@ ABSL_FLAG(std::string, algorithm, "incremental", "incremental, balanced or deeps
 ABSL_FLAG(absl::Duration, window, absl::Seconds(60), "load window (0: exponential decay)");
 ABSL_FLAG(absl::Duration, rollout_timeout, absl::Seconds(30), "per-phase answer deadline");
 ABSL_FLAG(absl::Duration, report_interval, absl::Seconds(1), "worker report interval");
-
-namespace {
-absl::Notification* g_stop = nullptr;
-void OnSignal(int) {
-  if (g_stop != nullptr && !g_stop->HasBeenNotified()) g_stop->Notify();
-}
-}  // namespace
 
 int main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
@@ -96,10 +90,7 @@ int main(int argc, char** argv) {
   }
   std::printf("listening on port %d\n", port);
   std::fflush(stdout);
-  absl::Notification stop;
-  g_stop = &stop;
-  std::signal(SIGTERM, OnSignal);
-  std::signal(SIGINT, OnSignal);
+  absl::Notification& stop = *eplb::InstallStopSignals();
   const absl::Duration interval = absl::GetFlag(FLAGS_interval);
   while (!stop.WaitForNotificationWithTimeout(interval > absl::ZeroDuration() ? interval
                                                                               : absl::Hours(1))) {

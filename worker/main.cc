@@ -17,6 +17,7 @@
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "common/stop_signals.h"
 #include "core/formats.h"
 #include "prometheus/exposer.h"
 #include "prometheus/registry.h"
@@ -56,13 +57,6 @@ ABSL_FLAG(std::string, fabric_dir, "",
           "directory of shared-memory expert stores (e.g. under /dev/shm): daemons of one "
           "machine given the same directory move weights between each other's ranks");
 ABSL_FLAG(absl::Duration, replay_step, absl::Seconds(2), "how long each replayed step lasts");
-
-namespace {
-absl::Notification* g_stop = nullptr;
-void OnSignal(int) {
-  if (g_stop != nullptr && !g_stop->HasBeenNotified()) g_stop->Notify();
-}
-}  // namespace
 
 int main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
@@ -125,10 +119,7 @@ int main(int argc, char** argv) {
                 static_cast<unsigned long long>(runtimes.back()->applied_version()));
     std::fflush(stdout);
   }
-  absl::Notification stop;
-  g_stop = &stop;
-  std::signal(SIGTERM, OnSignal);
-  std::signal(SIGINT, OnSignal);
+  absl::Notification& stop = *eplb::InstallStopSignals();
   const absl::Time end = absl::GetFlag(FLAGS_duration) > absl::ZeroDuration()
                              ? absl::Now() + absl::GetFlag(FLAGS_duration)
                              : absl::InfiniteFuture();

@@ -10,6 +10,7 @@
 
 #include "eplb_controller/controller.h"
 #include "eplb_controller/controller_service.h"
+#include "eplb_controller/loopback_controller.h"
 #include "gmock/gmock.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
@@ -35,15 +36,10 @@ class MoeCpuE2eTest : public ::testing::Test {
     o.policy.min_balancedness_gain = 0.01;
     o.aggregation.window = absl::ZeroDuration();
     o.aggregation.half_life = absl::Milliseconds(1);  // only the latest reports count
-    auto c = Controller::Create(o, std::make_shared<prometheus::Registry>());
-    ASSERT_TRUE(c.ok()) << c.status();
-    controller_ = *std::move(c);
-    service_ = std::make_unique<WorkerService>(controller_.get());
-    grpc::ServerBuilder b;
-    int port = 0;
-    b.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
-    b.RegisterService(service_.get());
-    server_ = b.BuildAndStart();
+    auto lc = LoopbackController::Start(o);
+    ASSERT_TRUE(lc.ok()) << lc.status();
+    loopback_ = *std::move(lc);
+    controller_ = loopback_->controller();
     for (int w = 0; w < 2; ++w) {
       WorkerOptions wo;
       wo.worker_id = "node-" + std::to_string(w);
@@ -58,22 +54,18 @@ class MoeCpuE2eTest : public ::testing::Test {
       runtimes_.push_back(*std::move(rt));
       ptrs_.push_back(runtimes_.back().get());
       clients_.push_back(std::make_unique<ControllerClient>(
-          runtimes_.back().get(), ControllerClientOptions{"127.0.0.1:" + std::to_string(port)}));
+          runtimes_.back().get(), ControllerClientOptions{loopback_->target()}));
       ASSERT_TRUE(clients_.back()->Start().ok());
     }
     absl::SleepFor(absl::Milliseconds(200));
   }
 
-  void TearDown() override {
-    clients_.clear();
-    server_->Shutdown(std::chrono::system_clock::now());
-  }
+  void TearDown() override { clients_.clear(); }
 
   MoeShape shape_;
   CpuFabric fabric_{kW};
-  std::unique_ptr<Controller> controller_;
-  std::unique_ptr<WorkerService> service_;
-  std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<LoopbackController> loopback_;
+  Controller* controller_ = nullptr;
   std::vector<std::unique_ptr<WorkerRuntime>> runtimes_;
   std::vector<WorkerRuntime*> ptrs_;
   std::vector<std::unique_ptr<ControllerClient>> clients_;

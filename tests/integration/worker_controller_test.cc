@@ -11,6 +11,7 @@
 #include "core/dispatch.h"
 #include "eplb_controller/controller.h"
 #include "eplb_controller/controller_service.h"
+#include "eplb_controller/loopback_controller.h"
 #include "gmock/gmock.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
@@ -31,22 +32,14 @@ class WorkerControllerTest : public ::testing::Test {
     o.num_layers = kLayers;
     o.policy.min_interval = absl::ZeroDuration();
     o.rollout_timeout = absl::Seconds(10);
-    auto c = Controller::Create(o, std::make_shared<prometheus::Registry>());
-    ASSERT_TRUE(c.ok()) << c.status();
-    controller_ = *std::move(c);
-    service_ = std::make_unique<WorkerService>(controller_.get());
-    grpc::ServerBuilder b;
-    int port = 0;
-    b.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
-    b.RegisterService(service_.get());
-    server_ = b.BuildAndStart();
-    target_ = "127.0.0.1:" + std::to_string(port);
+    auto lc = LoopbackController::Start(o);
+    ASSERT_TRUE(lc.ok()) << lc.status();
+    loopback_ = *std::move(lc);
+    controller_ = loopback_->controller();
+    target_ = loopback_->target();
   }
 
-  void TearDown() override {
-    clients_.clear();
-    server_->Shutdown(std::chrono::system_clock::now());
-  }
+  void TearDown() override { clients_.clear(); }
 
   // separate_fabrics: the two workers stand for two processes, reaching each other's rows only
   // through shared files in one directory.
@@ -98,9 +91,8 @@ class WorkerControllerTest : public ::testing::Test {
 
   CpuFabric fabric_{kW};
   CpuFabric fabric2_{kW};
-  std::unique_ptr<Controller> controller_;
-  std::unique_ptr<WorkerService> service_;
-  std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<LoopbackController> loopback_;
+  Controller* controller_ = nullptr;
   std::string target_;
   std::vector<std::unique_ptr<WorkerRuntime>> runtimes_;
   std::vector<std::unique_ptr<ControllerClient>> clients_;
