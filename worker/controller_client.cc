@@ -79,14 +79,29 @@ void ControllerClient::StreamLoop() {
     hello.set_session_id(session);
     hello.set_ack(true);
     hello.set_version(runtime_->applied_version());
+    // Answers may come later, from the engine's step loop (collective backends): they write
+    // through this, which the loop closes before the stream goes away.
+    auto writer = std::make_shared<AnswerWriter>();
+    writer->stream = stream.get();
     if (stream->Write(hello)) {
       v1::PlacementUpdate u;
       while (stream->Read(&u)) {
-        v1::PlacementAnswer a = runtime_->OnUpdate(u);
-        a.set_session_id(session);
-        if (u.phase() != v1::PlacementUpdate::ABORT && !stream->Write(a)) break;
+        if (u.phase() == v1::PlacementUpdate::ABORT) {
+          runtime_->Submit(u, [](const v1::PlacementAnswer&) {});  // not answered
+        } else {
+          runtime_->Submit(u, [writer, session](const v1::PlacementAnswer& answer) {
+            v1::PlacementAnswer a = answer;
+            a.set_session_id(session);
+            MutexLock l(&writer->mu);
+            if (writer->stream != nullptr) writer->stream->Write(a);
+          });
+        }
         backoff = absl::Milliseconds(50);
       }
+    }
+    {
+      MutexLock l(&writer->mu);
+      writer->stream = nullptr;
     }
     stream->Finish();
     // Broken stream: re-register (resyncing the map if it changed), with backoff.

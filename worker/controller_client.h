@@ -48,6 +48,12 @@ class ControllerClient {
   void StreamLoop();
   void ReportLoop();
 
+  struct AnswerWriter {
+    Mutex mu;
+    grpc::ClientReaderWriter<v1::PlacementAnswer, v1::PlacementUpdate>* stream ABSL_GUARDED_BY(mu) =
+        nullptr;
+  };
+
   WorkerRuntime* runtime_;
   const ControllerClientOptions options_;
   std::unique_ptr<v1::EplbWorkerService::Stub> stub_;

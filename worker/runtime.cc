@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <map>
+#include <optional>
 #include <string>
 #include <utility>
 
@@ -10,31 +11,27 @@
 
 namespace eplb {
 
-std::vector<HostExpertStore*> CpuFabric::stores(const HostExpertStore* like) {
-  MutexLock l(&mu_);
-  if (!dir_.empty() && like != nullptr) {
-    for (size_t r = 0; r < stores_.size(); ++r) {
-      if (stores_[r] != nullptr) continue;
-      auto peer = HostExpertStore::OpenPeer(like->layout(), like->num_layers(), static_cast<int>(r),
-                                            like->tensors(), dir_ + "/rank-" + std::to_string(r));
-      if (!peer.ok()) continue;
-      stores_[r] = peer->get();
-      peers_.push_back(*std::move(peer));
-    }
-  }
-  return stores_;
-}
-
-std::vector<bool> CpuFabric::alive(const HostExpertStore* like) {
-  const std::vector<HostExpertStore*> s = stores(like);
-  MutexLock l(&mu_);
-  std::vector<bool> out = alive_;
-  for (size_t r = 0; r < out.size(); ++r) out[r] = out[r] && s[r] != nullptr;
-  return out;
-}
-
 absl::StatusOr<std::unique_ptr<WorkerRuntime>> WorkerRuntime::Create(WorkerOptions options,
                                                                      CpuFabric* fabric) {
+  auto layout = ExpertLayout::Create(options.layout);
+  if (!layout.ok()) return layout.status();
+  if (options.ranks.empty() || options.num_layers < 1) {
+    return absl::InvalidArgumentError("a worker needs >= 1 rank and >= 1 layer");
+  }
+  for (int r : options.ranks) {
+    if (r < 0 || r >= layout->ep_size()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("rank ", r, " is out of range [0, ", layout->ep_size(), ")"));
+    }
+  }
+  auto backend = CpuWeightBackend::Create(*layout, options.num_layers, options.ranks,
+                                          options.tensors, options.checkpoint, fabric);
+  if (!backend.ok()) return backend.status();
+  return Create(std::move(options), *std::move(backend));
+}
+
+absl::StatusOr<std::unique_ptr<WorkerRuntime>> WorkerRuntime::Create(
+    WorkerOptions options, std::unique_ptr<WeightBackend> backend) {
   auto layout = ExpertLayout::Create(options.layout);
   if (!layout.ok()) return layout.status();
   if (options.worker_id.empty() || options.ranks.empty() || options.num_layers < 1) {
@@ -46,27 +43,14 @@ absl::StatusOr<std::unique_ptr<WorkerRuntime>> WorkerRuntime::Create(WorkerOptio
           absl::StrCat("rank ", r, " is out of range [0, ", layout->ep_size(), ")"));
     }
   }
-  std::unique_ptr<WorkerRuntime> rt(new WorkerRuntime(std::move(options), *layout, fabric));
-  // Stores: in this process, or in shared files when the fabric spans processes.
-  const std::string dir = fabric->shared_directory();
-  for (int r : rt->options_.ranks) {
-    if (dir.empty()) {
-      rt->stores_.push_back(std::make_unique<HostExpertStore>(rt->layout_, rt->options_.num_layers,
-                                                              r, rt->options_.tensors));
-    } else {
-      auto shared =
-          HostExpertStore::CreateShared(rt->layout_, rt->options_.num_layers, r,
-                                        rt->options_.tensors, dir + "/rank-" + std::to_string(r));
-      if (!shared.ok()) return shared.status();
-      rt->stores_.push_back(*std::move(shared));
-    }
-    fabric->Attach(r, rt->stores_.back().get());
-  }
-  return rt;
+  if (backend == nullptr) return absl::InvalidArgumentError("no weight backend");
+  return std::unique_ptr<WorkerRuntime>(
+      new WorkerRuntime(std::move(options), *layout, std::move(backend)));
 }
 
-WorkerRuntime::WorkerRuntime(WorkerOptions options, ExpertLayout layout, CpuFabric* fabric)
-    : options_(std::move(options)), layout_(layout), fabric_(fabric) {
+WorkerRuntime::WorkerRuntime(WorkerOptions options, ExpertLayout layout,
+                             std::unique_ptr<WeightBackend> backend)
+    : options_(std::move(options)), layout_(layout), backend_(std::move(backend)) {
   if (options_.registry != nullptr) {
     prometheus::Registry& r = *options_.registry;
     const std::map<std::string, std::string> who = {{"worker", options_.worker_id}};
@@ -142,8 +126,9 @@ v1::RegisterRequest WorkerRuntime::RegisterRequest() const {
   f->set_num_shared(layout_.num_shared());
   f->set_num_layers(options_.num_layers);
   f->set_num_nodes(layout_.num_nodes());
-  f->set_bytes_per_expert(stores_.front()->row_bytes());
-  req.set_applied_version(applied_version());
+  MutexLock l(&mu_);
+  f->set_bytes_per_expert(backend_->row_bytes());
+  req.set_applied_version(version_);
   return req;
 }
 
@@ -154,13 +139,13 @@ absl::Status WorkerRuntime::Resync(const v1::Placement& placement) {
   if (!map.ok()) return map.status();
   auto dispatch = StaticDispatch::Build(layout_, *map);
   if (!dispatch.ok()) return dispatch.status();
-  {
-    MutexLock data(fabric_->data_mutex());
-    for (auto& store : stores_) {
-      if (absl::Status s = store->LoadCheckpoint(*map, options_.checkpoint); !s.ok()) return s;
-    }
-  }
   MutexLock l(&mu_);
+  if (absl::Status s = backend_->Load(*map); !s.ok()) return s;
+  backend_->Abort();
+  staged_version_ = 0;
+  staged_map_ = nullptr;
+  waiting_prepare_ = nullptr;
+  waiting_commit_ = nullptr;
   map_ = std::make_shared<const PlacementMap>(*std::move(map));
   dispatch_ = std::make_unique<StaticDispatch>(*std::move(dispatch));
   version_ = placement.version();
@@ -180,6 +165,18 @@ void WorkerRuntime::RecordReceived(int layer, absl::Span<const int64_t> physical
         ++counts_[i][static_cast<size_t>(layer) * l + layout_.LocalRow(PhysicalId(p))];
         break;
       }
+    }
+  }
+}
+
+void WorkerRuntime::RecordCounts(int layer, absl::Span<const int64_t> counts_by_physical) {
+  const int l = layout_.routed_slots_per_rank();
+  MutexLock lock(&mu_);
+  if (layer < 0 || layer >= options_.num_layers) return;
+  for (size_t i = 0; i < options_.ranks.size(); ++i) {
+    const size_t first = static_cast<size_t>(options_.ranks[i]) * l;
+    for (int row = 0; row < l && first + row < counts_by_physical.size(); ++row) {
+      counts_[i][static_cast<size_t>(layer) * l + row] += counts_by_physical[first + row];
     }
   }
 }
@@ -217,7 +214,8 @@ v1::PlacementAnswer WorkerRuntime::Answer(const v1::PlacementUpdate& u,
   return a;
 }
 
-absl::Status WorkerRuntime::Prepare(const v1::PlacementUpdate& u) {
+absl::StatusOr<WorkerRuntime::Planned> WorkerRuntime::PlanPrepare(
+    const v1::PlacementUpdate& u) const {
   if (map_ == nullptr) return absl::FailedPreconditionError("no placement yet; register first");
   if (u.base_version() != version_) {
     return absl::FailedPreconditionError(absl::StrCat("update ", u.version(),
@@ -228,92 +226,158 @@ absl::Status WorkerRuntime::Prepare(const v1::PlacementUpdate& u) {
   if (absl::Status s = ApplyLayers(u.placement(), options_.num_layers, rows); !s.ok()) return s;
   auto next = PlacementMap::Create(layout_.num_logical(), layout_.num_physical(), std::move(rows));
   if (!next.ok()) return next.status();
-  const std::vector<int> dead(u.placement().dead_ranks().begin(), u.placement().dead_ranks().end());
-  auto plan = BuildMovePlan(layout_, *map_, *next, dead);
+  Planned p;
+  p.update = u;
+  p.dead.assign(u.placement().dead_ranks().begin(), u.placement().dead_ranks().end());
+  auto plan = BuildMovePlan(layout_, *map_, *next, p.dead);
   if (!plan.ok()) return plan.status();
-  // Only the rows this worker receives.
-  MovePlan mine;
-  for (const Transfer& t : plan->transfers) {
-    if (std::find(options_.ranks.begin(), options_.ranks.end(), t.dst_rank) !=
-        options_.ranks.end()) {
-      mine.transfers.push_back(t);
-    }
+  p.plan = *std::move(plan);
+  p.next = std::make_shared<const PlacementMap>(*std::move(next));
+  return p;
+}
+
+v1::PlacementAnswer WorkerRuntime::RunPrepare(Planned p) {
+  backend_->Abort();
+  staged_version_ = 0;
+  staged_map_ = nullptr;
+  absl::Status s = backend_->Stage(p.plan, *p.next, p.dead);
+  if (s.ok()) {
+    staged_version_ = p.update.version();
+    staged_map_ = p.next;
+  } else {
+    backend_->Abort();
   }
-  auto mover = std::make_unique<CpuMover>(fabric_->stores(stores_.front().get()));
-  const std::vector<bool> alive = fabric_->alive(stores_.front().get());
-  {
-    MutexLock data(fabric_->data_mutex());
-    for (int layer = 0; layer < options_.num_layers; ++layer) {
-      if (absl::Status s = mover->Stage(mine, layer, alive); !s.ok()) return s;
-    }
+  if (metrics_.prepare_ack != nullptr)
+    (s.ok() ? metrics_.prepare_ack : metrics_.prepare_nack)->Increment();
+  return Answer(p.update, s);
+}
+
+v1::PlacementAnswer WorkerRuntime::RunCommit(const v1::PlacementUpdate& u) {
+  if (staged_map_ == nullptr || staged_version_ != u.version()) {
+    return Answer(u, absl::FailedPreconditionError(
+                         absl::StrCat("commit of version ", u.version(), " was not staged")));
   }
-  // Integrity: every staged row must be the checkpoint's bytes of the expert the map puts there.
-  std::vector<std::string> bad;
-  std::vector<uint8_t> want(stores_.front()->row_bytes());
-  for (const CpuMover::StagedRow& s : mover->staged()) {
-    const int32_t e = next->LogicalOf(s.layer, layout_.PhysicalAt(s.rank, s.row)).value();
-    options_.checkpoint(s.layer, e, want.data(), static_cast<int64_t>(want.size()));
-    if (RowFingerprint(want.data(), want.size()) !=
-        RowFingerprint(s.data->data(), s.data->size())) {
-      bad.push_back(absl::StrCat("rank ", s.rank, " layer ", s.layer, " row ", s.row));
-    }
+  auto dispatch = StaticDispatch::Build(layout_, *staged_map_);
+  if (!dispatch.ok()) return Answer(u, dispatch.status());
+  // Weights first, then the maps and dispatch tables, at one step boundary.
+  const int64_t bytes = backend_->staged_bytes_received();
+  auto rows = backend_->Commit();
+  if (!rows.ok()) return Answer(u, rows.status());
+  if (metrics_.commits != nullptr) {
+    metrics_.commits->Increment();
+    metrics_.rows_moved->Increment(static_cast<double>(*rows));
+    metrics_.bytes_received->Increment(static_cast<double>(bytes));
   }
-  if (!bad.empty()) {
-    return absl::DataLossError(
-        absl::StrCat("staged rows do not match their experts: ", absl::StrJoin(bad, ", ")));
+  map_ = staged_map_;
+  staged_map_ = nullptr;
+  staged_version_ = 0;
+  dispatch_ = std::make_unique<StaticDispatch>(*std::move(dispatch));
+  version_ = u.version();
+  if (metrics_.map_version != nullptr) metrics_.map_version->Set(static_cast<double>(version_));
+  for (auto& c : counts_) std::fill(c.begin(), c.end(), 0);
+  return Answer(u, absl::OkStatus());
+}
+
+void WorkerRuntime::RunAbort(const v1::PlacementUpdate& u) {
+  if (waiting_prepare_ != nullptr && waiting_prepare_->update.version() == u.version()) {
+    waiting_prepare_ = nullptr;  // never staged anywhere: no rank agreed on it yet
   }
-  staged_version_ = u.version();
-  staged_map_ = std::make_shared<const PlacementMap>(*std::move(next));
-  mover_ = std::move(mover);
-  return absl::OkStatus();
+  if (staged_map_ != nullptr && staged_version_ == u.version()) {
+    backend_->Abort();
+    staged_map_ = nullptr;
+    staged_version_ = 0;
+  }
 }
 
 v1::PlacementAnswer WorkerRuntime::OnUpdate(const v1::PlacementUpdate& u) {
   MutexLock l(&mu_);
   switch (u.phase()) {
     case v1::PlacementUpdate::PREPARE: {
-      absl::Status s = Prepare(u);
-      if (!s.ok()) mover_.reset();
-      if (metrics_.prepare_ack != nullptr)
-        (s.ok() ? metrics_.prepare_ack : metrics_.prepare_nack)->Increment();
-      return Answer(u, s);
+      auto p = PlanPrepare(u);
+      if (!p.ok()) {
+        if (metrics_.prepare_nack != nullptr) metrics_.prepare_nack->Increment();
+        return Answer(u, p.status());
+      }
+      return RunPrepare(*std::move(p));
     }
-    case v1::PlacementUpdate::COMMIT: {
-      if (mover_ == nullptr || staged_version_ != u.version()) {
-        return Answer(u, absl::FailedPreconditionError(
-                             absl::StrCat("commit of version ", u.version(), " was not staged")));
-      }
-      auto dispatch = StaticDispatch::Build(layout_, *staged_map_);
-      if (!dispatch.ok()) return Answer(u, dispatch.status());
-      // Weights first, then the maps and dispatch tables, at one step boundary.
-      const size_t rows = mover_->staged().size();
-      const int64_t bytes = mover_->bytes_received();
-      {
-        MutexLock data(fabric_->data_mutex());
-        mover_->Commit();
-      }
-      if (metrics_.commits != nullptr) {
-        metrics_.commits->Increment();
-        metrics_.rows_moved->Increment(static_cast<double>(rows));
-        metrics_.bytes_received->Increment(static_cast<double>(bytes));
-      }
-      mover_.reset();
-      map_ = staged_map_;
-      dispatch_ = std::make_unique<StaticDispatch>(*std::move(dispatch));
-      version_ = u.version();
-      if (metrics_.map_version != nullptr) metrics_.map_version->Set(static_cast<double>(version_));
-      for (auto& c : counts_) std::fill(c.begin(), c.end(), 0);
-      return Answer(u, absl::OkStatus());
-    }
+    case v1::PlacementUpdate::COMMIT:
+      return RunCommit(u);
     case v1::PlacementUpdate::ABORT:
-      if (mover_ != nullptr && staged_version_ == u.version()) {
-        mover_->Abort();
-        mover_.reset();
-      }
+      RunAbort(u);
       return Answer(u, absl::OkStatus());
     default:
       return Answer(u, absl::InvalidArgumentError("unknown phase"));
   }
+}
+
+void WorkerRuntime::Submit(const v1::PlacementUpdate& u, AnswerFn done) {
+  std::optional<v1::PlacementAnswer> now;
+  bool run_now = false;
+  {
+    MutexLock l(&mu_);
+    if (!backend_->collective() || u.phase() == v1::PlacementUpdate::ABORT) {
+      run_now = true;
+    } else if (u.phase() == v1::PlacementUpdate::PREPARE) {
+      auto p = PlanPrepare(u);
+      if (!p.ok()) {
+        if (metrics_.prepare_nack != nullptr) metrics_.prepare_nack->Increment();
+        now = Answer(u, p.status());
+      } else {
+        p->done = std::move(done);
+        waiting_prepare_ = std::make_unique<Planned>(*std::move(p));
+        return;
+      }
+    } else if (u.phase() == v1::PlacementUpdate::COMMIT) {
+      if (staged_map_ == nullptr || staged_version_ != u.version()) {
+        now = Answer(u, absl::FailedPreconditionError(
+                            absl::StrCat("commit of version ", u.version(), " was not staged")));
+      } else {
+        waiting_commit_ =
+            std::make_unique<std::pair<v1::PlacementUpdate, AnswerFn>>(u, std::move(done));
+        return;
+      }
+    } else {
+      now = Answer(u, absl::InvalidArgumentError("unknown phase"));
+    }
+  }
+  done(run_now ? OnUpdate(u) : *now);
+}
+
+absl::StatusOr<std::string> WorkerRuntime::StepBoundary(const AllMin& all_min) {
+  int64_t prepare = 0, commit = 0;
+  {
+    MutexLock l(&mu_);
+    if (waiting_prepare_ != nullptr)
+      prepare = static_cast<int64_t>(waiting_prepare_->update.version());
+    if (waiting_commit_ != nullptr) commit = static_cast<int64_t>(waiting_commit_->first.version());
+  }
+  // min == max over ranks: every rank holds the same update.
+  auto m = all_min({prepare, -prepare, commit, -commit});
+  if (!m.ok()) return m.status();
+  if (m->size() != 4) return absl::InternalError("all_min returned the wrong size");
+  const bool do_prepare = (*m)[0] > 0 && (*m)[0] == -(*m)[1];
+  const bool do_commit = (*m)[2] > 0 && (*m)[2] == -(*m)[3];
+  AnswerFn done;
+  v1::PlacementAnswer answer;
+  std::string ran;
+  {
+    MutexLock l(&mu_);
+    if (do_commit && waiting_commit_ != nullptr &&
+        static_cast<int64_t>(waiting_commit_->first.version()) == (*m)[2]) {
+      answer = RunCommit(waiting_commit_->first);
+      done = std::move(waiting_commit_->second);
+      waiting_commit_ = nullptr;
+      ran = "commit";
+    } else if (do_prepare && waiting_prepare_ != nullptr &&
+               static_cast<int64_t>(waiting_prepare_->update.version()) == (*m)[0]) {
+      std::unique_ptr<Planned> p = std::move(waiting_prepare_);
+      done = std::move(p->done);
+      answer = RunPrepare(std::move(*p));
+      ran = "prepare";
+    }
+  }
+  if (done) done(answer);
+  return ran;
 }
 
 uint64_t WorkerRuntime::applied_version() const {
@@ -339,16 +403,7 @@ std::vector<std::vector<int64_t>> WorkerRuntime::PendingCounts() const {
 
 std::vector<std::string> WorkerRuntime::Inconsistencies() const {
   MutexLock l(&mu_);
-  MutexLock data(fabric_->data_mutex());
-  std::vector<std::string> out;
-  for (const auto& store : stores_) {
-    for (int layer = 0; layer < options_.num_layers; ++layer) {
-      for (int row : store->MismatchedRows(layer, *map_, options_.checkpoint)) {
-        out.push_back(absl::StrCat("rank ", store->rank(), " layer ", layer, " row ", row));
-      }
-    }
-  }
-  return out;
+  return backend_->Inconsistencies(*map_);
 }
 
 }  // namespace eplb

@@ -10,13 +10,16 @@
 //     failure is a NACK naming it, and the old map stays in force. COMMIT writes the staged rows
 //     in place and then switches the map and the static dispatch tables; ABORT drops the stage.
 //
-// CPU backend: stores in host memory, peers reached through a CpuFabric: the workers of one
-// process, and with a shared directory the workers of other processes on the machine (tests,
-// simulator). Thread-safe.
+// The weights live in a WeightBackend: host memory with peers through a CpuFabric (tests, the
+// simulator), or GPU memory with peers over NCCL (GpuWeightBackend). With a collective backend
+// every rank must stage and switch at the same step boundary: PREPARE and COMMIT then wait in a
+// queue (Submit) until the engine's step loop calls StepBoundary() and every rank holds the same
+// one. Thread-safe.
 #ifndef EPLB_WORKER_RUNTIME_H_
 #define EPLB_WORKER_RUNTIME_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -32,51 +35,11 @@
 #include "prometheus/gauge.h"
 #include "prometheus/registry.h"
 #include "proto/eplb.pb.h"
-#include "worker/cpu_mover.h"
+#include "worker/cpu_backend.h"
 #include "worker/expert_store.h"
+#include "worker/weight_backend.h"
 
 namespace eplb {
-
-// The stores of every rank in this process, by rank (what NCCL peers are on GPUs). Row data of
-// all stores is read and written under data_mutex(): staging reads peers' live rows, commits and
-// checkpoint loads write them (the rollout protocol already orders them; the lock makes that
-// visible, e.g. to ThreadSanitizer, and safe if a caller breaks the protocol).
-class CpuFabric {
- public:
-  explicit CpuFabric(int ep_size) : stores_(ep_size, nullptr), alive_(ep_size, true) {}
-  Mutex* data_mutex() { return &data_mu_; }
-
-  // Cross-process mode: local stores live in files `dir/rank-<r>` and the ranks of other
-  // processes are reached by mapping their files (see HostExpertStore::CreateShared).
-  void SetSharedDirectory(std::string dir) {
-    MutexLock l(&mu_);
-    dir_ = std::move(dir);
-  }
-  std::string shared_directory() {
-    MutexLock l(&mu_);
-    return dir_;
-  }
-  void Attach(int rank, HostExpertStore* store) {
-    MutexLock l(&mu_);
-    stores_[rank] = store;
-  }
-  void SetAlive(int rank, bool alive) {
-    MutexLock l(&mu_);
-    alive_[rank] = alive;
-  }
-  // Every rank's store: local ones, and in cross-process mode the peers' mapped files (shaped
-  // like `like`; ranks whose file does not exist yet stay null).
-  std::vector<HostExpertStore*> stores(const HostExpertStore* like = nullptr);
-  std::vector<bool> alive(const HostExpertStore* like = nullptr);
-
- private:
-  Mutex mu_;
-  Mutex data_mu_;
-  std::string dir_ ABSL_GUARDED_BY(mu_);
-  std::vector<HostExpertStore*> stores_ ABSL_GUARDED_BY(mu_);
-  std::vector<std::unique_ptr<HostExpertStore>> peers_ ABSL_GUARDED_BY(mu_);
-  std::vector<bool> alive_ ABSL_GUARDED_BY(mu_);
-};
 
 struct WorkerOptions {
   std::string worker_id;
@@ -92,8 +55,12 @@ struct WorkerOptions {
 
 class WorkerRuntime {
  public:
+  // CPU backend: host stores attached to `fabric` (shared files when it has a directory).
   static absl::StatusOr<std::unique_ptr<WorkerRuntime>> Create(WorkerOptions options,
                                                                CpuFabric* fabric);
+  // Any backend (e.g. GpuWeightBackend); `options.tensors` must add up to its row size.
+  static absl::StatusOr<std::unique_ptr<WorkerRuntime>> Create(
+      WorkerOptions options, std::unique_ptr<WeightBackend> backend);
 
   const WorkerOptions& options() const { return options_; }
   const ExpertLayout& layout() const { return layout_; }
@@ -108,7 +75,24 @@ class WorkerRuntime {
   // Drains the counters into a report (map version = the one they were counted under).
   v1::LoadReport TakeReport(const std::string& session_id, int64_t first_step, int64_t last_step);
 
+  // Handles an update at once (for a collective backend the caller must make every rank call it
+  // at the same point).
   v1::PlacementAnswer OnUpdate(const v1::PlacementUpdate& update);
+
+  // What the controller client calls: with a local backend, OnUpdate and `done` at once. With a
+  // collective backend a valid PREPARE or COMMIT waits for StepBoundary, which runs `done`; an
+  // invalid one is answered (NACK) at once, so that no rank enters a collective alone; ABORT
+  // drops a waiting or staged version at once.
+  using AnswerFn = std::function<void(const v1::PlacementAnswer&)>;
+  void Submit(const v1::PlacementUpdate& update, AnswerFn done);
+
+  // Element-wise minimum of a vector over every rank (the engine's all-reduce), the same on all.
+  using AllMin = std::function<absl::StatusOr<std::vector<int64_t>>(const std::vector<int64_t>&)>;
+  // Called by the engine between two forward steps on every rank (collective backends). Runs the
+  // PREPARE or COMMIT that every rank holds, so all stage together and all switch at this
+  // boundary. Returns what ran: "", "prepare" or "commit" (errors are NACKs, not statuses; the
+  // status is the all-reduce's).
+  absl::StatusOr<std::string> StepBoundary(const AllMin& all_min);
 
   uint64_t applied_version() const;
   std::shared_ptr<const PlacementMap> map() const;
@@ -116,14 +100,29 @@ class WorkerRuntime {
   std::vector<int32_t> DispatchRow(int rank, int layer) const;
   // Rows of this worker whose weights disagree with the map in force (empty: consistent).
   std::vector<std::string> Inconsistencies() const;
+  // Load counted elsewhere (e.g. by the histogram kernel): counts[p] for p in [0, P) of one
+  // layer; only this worker's rows are taken, shared slots have no physical id.
+  void RecordCounts(int layer, absl::Span<const int64_t> counts_by_physical);
   // The counters recorded since the last report, [own rank][layers * L] (tests compare them with
   // the router's choices).
   std::vector<std::vector<int64_t>> PendingCounts() const;
 
  private:
-  WorkerRuntime(WorkerOptions options, ExpertLayout layout, CpuFabric* fabric);
+  WorkerRuntime(WorkerOptions options, ExpertLayout layout, std::unique_ptr<WeightBackend> backend);
   v1::PlacementAnswer Answer(const v1::PlacementUpdate& u, const absl::Status& s) const;
-  absl::Status Prepare(const v1::PlacementUpdate& u) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The non-collective half of PREPARE: checks, the new map and the move plan.
+  struct Planned {
+    v1::PlacementUpdate update;
+    std::shared_ptr<const PlacementMap> next;
+    MovePlan plan;
+    std::vector<int> dead;
+    AnswerFn done;
+  };
+  absl::StatusOr<Planned> PlanPrepare(const v1::PlacementUpdate& u) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  v1::PlacementAnswer RunPrepare(Planned p) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  v1::PlacementAnswer RunCommit(const v1::PlacementUpdate& u) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void RunAbort(const v1::PlacementUpdate& u) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   struct Metrics {
     prometheus::Gauge* map_version = nullptr;
@@ -137,18 +136,19 @@ class WorkerRuntime {
 
   const WorkerOptions options_;
   const ExpertLayout layout_;
-  CpuFabric* fabric_;
   Metrics metrics_;
-  std::vector<std::unique_ptr<HostExpertStore>> stores_;  // per own rank, owned
   mutable Mutex mu_;
+  std::unique_ptr<WeightBackend> backend_ ABSL_GUARDED_BY(mu_);
   uint64_t version_ ABSL_GUARDED_BY(mu_) = 0;
   std::shared_ptr<const PlacementMap> map_ ABSL_GUARDED_BY(mu_);
   std::unique_ptr<StaticDispatch> dispatch_ ABSL_GUARDED_BY(mu_);
   std::vector<std::vector<int64_t>> counts_ ABSL_GUARDED_BY(mu_);  // [own rank][layers * L]
-  // Staged version.
+  // Staged version (0: none).
   uint64_t staged_version_ ABSL_GUARDED_BY(mu_) = 0;
   std::shared_ptr<const PlacementMap> staged_map_ ABSL_GUARDED_BY(mu_);
-  std::unique_ptr<CpuMover> mover_ ABSL_GUARDED_BY(mu_);
+  // Collective backends: updates waiting for a step boundary.
+  std::unique_ptr<Planned> waiting_prepare_ ABSL_GUARDED_BY(mu_);
+  std::unique_ptr<std::pair<v1::PlacementUpdate, AnswerFn>> waiting_commit_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace eplb
