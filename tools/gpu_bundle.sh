@@ -25,7 +25,8 @@ for target in "$@"; do
     exit 1
   fi
   cp "$path" "$out/bin/"
-  ldd "$path" | awk '/=>/ {print $1, $3}' | while read -r name file; do
+  # (Scripts, e.g. a multi-process test's launcher, have no libraries.)
+  { ldd "$path" 2>/dev/null || true; } | awk '/=>/ {print $1, $3}' | while read -r name file; do
     if ! [[ "$name" =~ $system_re ]] && [ -f "$file" ]; then
       cp -L -n "$file" "$out/lib/" 2>/dev/null || true
     fi

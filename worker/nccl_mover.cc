@@ -23,13 +23,40 @@ absl::Status NcclStatus(ncclResult_t r, const char* expr, const char* file, int 
     if (!eplb_nccl_status_.ok()) return eplb_nccl_status_;                            \
   } while (false)
 
-absl::StatusOr<std::unique_ptr<NcclMover>> NcclMover::CreateSingleProcess(
-    const ExpertLayout& layout, const NcclMoverOptions& options) {
+namespace {
+
+absl::Status CheckOptions(const ExpertLayout& layout, const NcclMoverOptions& options) {
   if (options.row_bytes <= 0 || options.num_layers < 1 || options.window < 1) {
     return absl::InvalidArgumentError(
         absl::StrCat("row_bytes=", options.row_bytes, ", num_layers=", options.num_layers,
                      ", window=", options.window, " must all be positive"));
   }
+  if (options.staging_layers != 1 && options.staging_layers != options.num_layers) {
+    return absl::InvalidArgumentError(absl::StrCat("staging_layers=", options.staging_layers,
+                                                   " must be 1 or num_layers (", options.num_layers,
+                                                   ")"));
+  }
+  (void)layout;
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status NcclMover::Allocate(int r) {
+  const size_t live_bytes =
+      static_cast<size_t>(options_.num_layers) * layout_.slots_per_rank() * options_.row_bytes;
+  const size_t staging_bytes = static_cast<size_t>(options_.staging_layers) *
+                               layout_.routed_slots_per_rank() * options_.row_bytes;
+  EPLB_CUDA_RETURN_IF_ERROR(cudaSetDevice(device_[r]));
+  EPLB_CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&streams_[r], cudaStreamNonBlocking));
+  EPLB_CUDA_RETURN_IF_ERROR(cudaMalloc(&live_[r], live_bytes));
+  EPLB_CUDA_RETURN_IF_ERROR(cudaMalloc(&staging_[r], std::max<size_t>(staging_bytes, 1)));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<NcclMover>> NcclMover::CreateSingleProcess(
+    const ExpertLayout& layout, const NcclMoverOptions& options) {
+  if (absl::Status s = CheckOptions(layout, options); !s.ok()) return s;
   int devices = 0;
   EPLB_CUDA_RETURN_IF_ERROR(cudaGetDeviceCount(&devices));
   if (devices < layout.ep_size()) {
@@ -38,29 +65,44 @@ absl::StatusOr<std::unique_ptr<NcclMover>> NcclMover::CreateSingleProcess(
   }
   std::unique_ptr<NcclMover> m(new NcclMover(layout, options));
   const int w = layout.ep_size();
-  m->comms_.resize(w);
-  std::vector<int> devs(w);
-  for (int r = 0; r < w; ++r) devs[r] = r;
-  EPLB_NCCL_RETURN_IF_ERROR(ncclCommInitAll(m->comms_.data(), w, devs.data()));
-  const size_t live_bytes =
-      static_cast<size_t>(options.num_layers) * layout.slots_per_rank() * options.row_bytes;
-  const size_t staging_bytes =
-      static_cast<size_t>(layout.routed_slots_per_rank()) * options.row_bytes;
-  m->streams_.resize(w);
+  m->comms_.resize(w, nullptr);
+  m->device_.resize(w);
+  for (int r = 0; r < w; ++r) m->device_[r] = r;
+  EPLB_NCCL_RETURN_IF_ERROR(ncclCommInitAll(m->comms_.data(), w, m->device_.data()));
+  m->streams_.resize(w, nullptr);
   m->live_.resize(w, nullptr);
   m->staging_.resize(w, nullptr);
   for (int r = 0; r < w; ++r) {
-    EPLB_CUDA_RETURN_IF_ERROR(cudaSetDevice(r));
-    EPLB_CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&m->streams_[r], cudaStreamNonBlocking));
-    EPLB_CUDA_RETURN_IF_ERROR(cudaMalloc(&m->live_[r], live_bytes));
-    EPLB_CUDA_RETURN_IF_ERROR(cudaMalloc(&m->staging_[r], staging_bytes));
+    if (absl::Status s = m->Allocate(r); !s.ok()) return s;
   }
+  return m;
+}
+
+absl::StatusOr<std::unique_ptr<NcclMover>> NcclMover::CreateForRank(const ExpertLayout& layout,
+                                                                    const NcclMoverOptions& options,
+                                                                    int rank,
+                                                                    const ncclUniqueId& id) {
+  if (absl::Status s = CheckOptions(layout, options); !s.ok()) return s;
+  const int w = layout.ep_size();
+  if (rank < 0 || rank >= w) {
+    return absl::InvalidArgumentError(absl::StrCat("rank ", rank, " is out of range [0, ", w, ")"));
+  }
+  std::unique_ptr<NcclMover> m(new NcclMover(layout, options));
+  m->comms_.resize(w, nullptr);
+  m->device_.resize(w, -1);
+  m->streams_.resize(w, nullptr);
+  m->live_.resize(w, nullptr);
+  m->staging_.resize(w, nullptr);
+  EPLB_CUDA_RETURN_IF_ERROR(cudaGetDevice(&m->device_[rank]));
+  EPLB_NCCL_RETURN_IF_ERROR(ncclCommInitRank(&m->comms_[rank], w, id, rank));
+  if (absl::Status s = m->Allocate(rank); !s.ok()) return s;
   return m;
 }
 
 NcclMover::~NcclMover() {
   for (size_t r = 0; r < comms_.size(); ++r) {
-    cudaSetDevice(static_cast<int>(r));
+    if (comms_[r] == nullptr) continue;
+    cudaSetDevice(device_[r]);
     if (r < streams_.size() && streams_[r] != nullptr) cudaStreamSynchronize(streams_[r]);
     if (r < live_.size() && live_[r] != nullptr) cudaFree(live_[r]);
     if (r < staging_.size() && staging_[r] != nullptr) cudaFree(staging_[r]);
@@ -74,8 +116,10 @@ uint8_t* NcclMover::Row(int rank, int layer, int row) const {
          (static_cast<size_t>(layer) * layout_.slots_per_rank() + row) * options_.row_bytes;
 }
 
-uint8_t* NcclMover::Staging(int rank, int row) const {
-  return staging_[rank] + static_cast<size_t>(row) * options_.row_bytes;
+uint8_t* NcclMover::Staging(int rank, int layer, int row) const {
+  const int slot = options_.staging_layers == 1 ? 0 : layer;
+  return staging_[rank] +
+         (static_cast<size_t>(slot) * layout_.routed_slots_per_rank() + row) * options_.row_bytes;
 }
 
 absl::Status NcclMover::Stage(const MovePlan& plan, int layer) {
@@ -84,11 +128,12 @@ absl::Status NcclMover::Stage(const MovePlan& plan, int layer) {
   for (const Transfer& t : plan.transfers) {
     if (t.layer != layer) continue;
     if (t.kind == TransferKind::kLocal) {
-      EPLB_CUDA_RETURN_IF_ERROR(cudaSetDevice(t.dst_rank));
-      EPLB_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(Staging(t.dst_rank, t.dst_row),
+      if (!is_local(t.dst_rank)) continue;
+      EPLB_CUDA_RETURN_IF_ERROR(cudaSetDevice(device_[t.dst_rank]));
+      EPLB_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(Staging(t.dst_rank, layer, t.dst_row),
                                                 Row(t.src_rank, layer, t.src_row), n,
                                                 cudaMemcpyDeviceToDevice, streams_[t.dst_rank]));
-    } else if (t.kind == TransferKind::kPeer) {
+    } else if (t.kind == TransferKind::kPeer && (is_local(t.src_rank) || is_local(t.dst_rank))) {
       peers.push_back(&t);
     }
   }
@@ -98,19 +143,23 @@ absl::Status NcclMover::Stage(const MovePlan& plan, int layer) {
     EPLB_NCCL_RETURN_IF_ERROR(ncclGroupStart());
     for (size_t i = begin; i < end; ++i) {
       const Transfer& t = *peers[i];
-      EPLB_NCCL_RETURN_IF_ERROR(ncclSend(Row(t.src_rank, layer, t.src_row), n, ncclUint8,
-                                         t.dst_rank, comms_[t.src_rank], streams_[t.src_rank]));
-      EPLB_NCCL_RETURN_IF_ERROR(ncclRecv(Staging(t.dst_rank, t.dst_row), n, ncclUint8, t.src_rank,
-                                         comms_[t.dst_rank], streams_[t.dst_rank]));
-      bytes_received_ += n;
+      if (is_local(t.src_rank)) {
+        EPLB_NCCL_RETURN_IF_ERROR(ncclSend(Row(t.src_rank, layer, t.src_row), n, ncclUint8,
+                                           t.dst_rank, comms_[t.src_rank], streams_[t.src_rank]));
+      }
+      if (is_local(t.dst_rank)) {
+        EPLB_NCCL_RETURN_IF_ERROR(ncclRecv(Staging(t.dst_rank, layer, t.dst_row), n, ncclUint8,
+                                           t.src_rank, comms_[t.dst_rank], streams_[t.dst_rank]));
+        bytes_received_ += n;
+      }
     }
     EPLB_NCCL_RETURN_IF_ERROR(ncclGroupEnd());
   }
   for (const Transfer& t : plan.transfers) {
-    if (t.layer != layer || t.kind != TransferKind::kAfterPeer) continue;
-    EPLB_CUDA_RETURN_IF_ERROR(cudaSetDevice(t.dst_rank));
-    EPLB_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(Staging(t.dst_rank, t.dst_row),
-                                              Staging(t.dst_rank, t.src_row), n,
+    if (t.layer != layer || t.kind != TransferKind::kAfterPeer || !is_local(t.dst_rank)) continue;
+    EPLB_CUDA_RETURN_IF_ERROR(cudaSetDevice(device_[t.dst_rank]));
+    EPLB_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(Staging(t.dst_rank, layer, t.dst_row),
+                                              Staging(t.dst_rank, layer, t.src_row), n,
                                               cudaMemcpyDeviceToDevice, streams_[t.dst_rank]));
   }
   return absl::OkStatus();
@@ -118,23 +167,23 @@ absl::Status NcclMover::Stage(const MovePlan& plan, int layer) {
 
 absl::Status NcclMover::Commit(const MovePlan& plan, int layer) {
   // A rank's live rows are written only after every rank staged (sources read old weights).
-  for (size_t r = 0; r < streams_.size(); ++r) {
-    EPLB_CUDA_RETURN_IF_ERROR(cudaSetDevice(static_cast<int>(r)));
-    EPLB_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(streams_[r]));
-  }
+  // (Single process: synchronizing every stream proves it. Multi-process: the caller commits
+  // after every rank finished staging, e.g. after the PREPARE answers.)
+  if (absl::Status s = Synchronize(); !s.ok()) return s;
   for (const Transfer& t : plan.transfers) {
-    if (t.layer != layer) continue;
-    EPLB_CUDA_RETURN_IF_ERROR(cudaSetDevice(t.dst_rank));
-    EPLB_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(Row(t.dst_rank, layer, t.dst_row),
-                                              Staging(t.dst_rank, t.dst_row), options_.row_bytes,
-                                              cudaMemcpyDeviceToDevice, streams_[t.dst_rank]));
+    if (t.layer != layer || !is_local(t.dst_rank)) continue;
+    EPLB_CUDA_RETURN_IF_ERROR(cudaSetDevice(device_[t.dst_rank]));
+    EPLB_CUDA_RETURN_IF_ERROR(
+        cudaMemcpyAsync(Row(t.dst_rank, layer, t.dst_row), Staging(t.dst_rank, layer, t.dst_row),
+                        options_.row_bytes, cudaMemcpyDeviceToDevice, streams_[t.dst_rank]));
   }
   return absl::OkStatus();
 }
 
 absl::Status NcclMover::Synchronize() {
   for (size_t r = 0; r < streams_.size(); ++r) {
-    EPLB_CUDA_RETURN_IF_ERROR(cudaSetDevice(static_cast<int>(r)));
+    if (comms_[r] == nullptr) continue;
+    EPLB_CUDA_RETURN_IF_ERROR(cudaSetDevice(device_[r]));
     EPLB_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(streams_[r]));
   }
   return absl::OkStatus();

@@ -8,8 +8,10 @@
 // copies the changed rows from staging into the live rows, in place, so pointers captured in CUDA
 // graphs stay valid. Shared rows are never touched.
 //
-// One process drives all its GPUs (ncclCommInitAll); a multi-process deployment runs one
-// NcclMover per process with one device each (Create with the ranks it owns).
+// Either one process drives all GPUs (CreateSingleProcess: ncclCommInitAll, tests and
+// benchmarks), or each process drives one rank on its current device (CreateForRank: every rank
+// calls it with the same ncclUniqueId, as in a serving engine); then each process enqueues only
+// the transfers it takes part in, in the plan's order, which is the same on every rank.
 //
 // CUDA/NCCL errors come back as absl::Status with the call and file:line.
 #ifndef EPLB_WORKER_NCCL_MOVER_H_
@@ -33,6 +35,9 @@ struct NcclMoverOptions {
   int num_layers = 1;
   int64_t row_bytes = 0;
   int window = 32;  // peer transfers per NCCL group
+  // Layers of staging memory (L rows each): 1 (stage, commit, next layer) or num_layers (stage
+  // every layer, then commit them all: a PREPARE/COMMIT rollout).
+  int staging_layers = 1;
 };
 
 class NcclMover {
@@ -40,7 +45,15 @@ class NcclMover {
   // All ranks of the layout in this process, rank r on device r (needs W visible GPUs).
   static absl::StatusOr<std::unique_ptr<NcclMover>> CreateSingleProcess(
       const ExpertLayout& layout, const NcclMoverOptions& options);
+  // One rank of a multi-process job, on the current CUDA device; collective over all ranks.
+  static absl::StatusOr<std::unique_ptr<NcclMover>> CreateForRank(const ExpertLayout& layout,
+                                                                  const NcclMoverOptions& options,
+                                                                  int rank, const ncclUniqueId& id);
   ~NcclMover();
+  bool is_local(int rank) const { return comms_[rank] != nullptr; }
+  cudaStream_t stream(int rank) const { return streams_[rank]; }
+  // Device pointer of a staged row (valid between Stage and Commit).
+  uint8_t* StagedRow(int rank, int layer, int row) const { return Staging(rank, layer, row); }
 
   // Device pointer of a live row.
   uint8_t* Row(int rank, int layer, int row) const;
@@ -54,11 +67,13 @@ class NcclMover {
  private:
   NcclMover(const ExpertLayout& layout, const NcclMoverOptions& options)
       : layout_(layout), options_(options) {}
-  uint8_t* Staging(int rank, int row) const;
+  uint8_t* Staging(int rank, int layer, int row) const;
+  absl::Status Allocate(int rank);
 
   ExpertLayout layout_;
   NcclMoverOptions options_;
-  std::vector<ncclComm_t> comms_;
+  std::vector<ncclComm_t> comms_;  // per rank; null for ranks of other processes
+  std::vector<int> device_;        // per rank
   std::vector<cudaStream_t> streams_;
   std::vector<uint8_t*> live_;     // per rank: [layers][L + S][row_bytes]
   std::vector<uint8_t*> staging_;  // per rank: [L][row_bytes]
