@@ -98,10 +98,15 @@ def main():
         base = run_ranks(args.rank_bin, world, tmp, "identity", common + [
             "--steps=%d" % steps_base, "--drift_every=1000000", "--check=false"])
         summary["identity_step_ms_median"] = max(r["step_ms_median"] for r in base)
+        # Expert FFN time per step: the slowest rank's (the others wait for it).
+        summary["identity_ffn_ms_max_rank"] = max(r["ffn_ms_median"] for r in base)
+        summary["identity_ffn_ms_per_rank"] = [r["ffn_ms_median"] for r in base]
         steady = run_live(args, world, tmp, "steady", shape, row_bytes, common + [
             "--steps=%d" % steps_base, "--drift_every=1000000"])
         summary["steady_step_ms_quiet_median"] = max(r["step_ms_quiet_median"] for r in steady)
         summary["steady_commits"] = min(r["commits"] for r in steady)
+        summary["steady_ffn_ms_max_rank"] = max(r["ffn_ms_median"] for r in steady)
+        summary["steady_ffn_ms_per_rank"] = [r["ffn_ms_median"] for r in steady]
         for r in steady:
             if r["mismatched_tokens"] or r["load_mismatch_steps"]:
                 failures.append("steady run: rank %d differs from the reference" % r["rank"])
