@@ -69,6 +69,7 @@ struct PlanShared {
   long long prefix[kRouteMaxRanks + 1];
   long long value;  // broadcast slot
   long long value2;
+  long long offset;  // exact: valid tokens of lower blocks (the one-warp plan's answer)
   union {
     typename BlockScan::TempStorage scan;
     typename BlockReduce::TempStorage reduce;
@@ -107,7 +108,10 @@ __device__ void PlanSglang(const Shape& sh, PlanShared& sm, long long total_rout
     if (r < sh.w) {
       x = level - sm.load[r];
       if (x < 0) x = 0;
-      if (r != sh.rank) x = x * 10 / 11;
+      if (r != sh.rank) {  // 32-bit arithmetic when exact (64-bit division is out of line)
+        x = x < (1ll << 28) ? static_cast<long long>(static_cast<uint32_t>(x) * 10u / 11u)
+                            : x * 10 / 11;
+      }
     }
     h[j] = x;
   }
@@ -175,6 +179,99 @@ __device__ void PlanExact(const Shape& sh, PlanShared& sm, long long valid) {
   PrefixInto(sm, q);
 }
 
+// One-warp plans for W <= 32 (lane = rank or order position): the same integer arithmetic as
+// the block-wide ones, with shuffles instead of block reductions and barriers.
+__device__ long long WarpSum(long long x) {
+  for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
+  return x;
+}
+__device__ long long WarpMax(long long x) {
+  for (int o = 16; o > 0; o >>= 1) x = max(x, __shfl_xor_sync(0xffffffffu, x, o));
+  return x;
+}
+__device__ long long WarpInclusiveScan(long long x) {
+  const int lane = threadIdx.x & 31;
+  for (int o = 1; o < 32; o <<= 1) {
+    const long long y = __shfl_up_sync(0xffffffffu, x, o);
+    if (lane >= o) x += y;
+  }
+  return x;
+}
+
+// Warp 0 only. Writes sm.prefix[0..w], sm.value2 (SGLang fallback rank) and sm.offset.
+template <int kMode>
+__device__ void WarpPlan(const Shape& sh, PlanShared& sm, const unsigned long long* rank_load,
+                         const unsigned int* valid_of_block) {
+  const int lane = threadIdx.x;
+  const long long load = lane < sh.w ? static_cast<long long>(rank_load[lane]) : 0;
+  sm.load[lane] = load;  // lanes >= w write zeros past the ranks (never read as loads)
+  __syncwarp();
+  if (kMode == 1) {
+    const long long total_routed = WarpSum(load);
+    const long long level = (total_routed + total_routed / sh.k + sh.w - 1) / sh.w;
+    long long x = 0;
+    if (lane < sh.w) {
+      x = level - load;
+      if (x < 0) x = 0;
+      if (lane != sh.rank) {
+        x = x < (1ll << 28) ? static_cast<long long>(static_cast<uint32_t>(x) * 10u / 11u)
+                            : x * 10 / 11;
+      }
+    }
+    const long long inc = WarpInclusiveScan(x);
+    sm.prefix[lane + 1] = inc;
+    if (lane == 0) sm.prefix[0] = 0;
+    const long long total = __shfl_sync(0xffffffffu, inc, 31);
+    if (lane == 0) {
+      int best = sh.rank;
+      if (total == 0) {  // rare: sequential hysteresis argmin, as the reference
+        for (int r = 0; r < sh.w; ++r) {
+          if (sm.load[r] * 11 < sm.load[best] * 10) best = r;
+        }
+      }
+      sm.value2 = best;
+    }
+    return;
+  }
+  // Exact: valid tokens of every block and of the lower ones.
+  long long v_all = 0, v_before = 0;
+  for (int b = lane; b < static_cast<int>(gridDim.x); b += 32) {
+    const long long v = valid_of_block[b];
+    v_all += v;
+    if (b < static_cast<int>(blockIdx.x)) v_before += v;
+  }
+  const long long valid = WarpSum(v_all);
+  const long long offset = WarpSum(v_before);
+  if (lane == 0) sm.offset = offset;
+  if (valid <= 0) return;
+  long long key = -1;
+  if (lane < sh.w) {
+    long long filled = 0;
+    for (int q = 0; q < sh.w; ++q) filled += load > sm.load[q] ? load - sm.load[q] : 0;
+    if (filled < valid) key = (load << 20) | lane;
+  }
+  key = WarpMax(key);
+  const int rstar = static_cast<int>(key & ((1 << 20) - 1));
+  const long long lstar = sm.load[rstar];
+  const long long f_part = lane < sh.w && lstar > load ? lstar - load : 0;
+  const long long c_part = lane < sh.w && load <= lstar ? 1 : 0;
+  const long long filled = WarpSum(f_part);
+  const long long count = WarpSum(c_part);
+  const long long t = lstar + (valid - filled + count - 1) / count;
+  long long q = 0, elig = 0;
+  if (lane < sh.w) {
+    const long long l = sm.load[ExactOrderRank(lane, sh.rank)];
+    q = t - 1 - l > 0 ? t - 1 - l : 0;
+    elig = l + q == t - 1;
+  }
+  const long long rem = valid - WarpSum(q);
+  const long long before = WarpInclusiveScan(elig) - elig;
+  q += (elig && before < rem) ? 1 : 0;
+  const long long inc = WarpInclusiveScan(q);
+  sm.prefix[lane + 1] = inc;
+  if (lane == 0) sm.prefix[0] = 0;
+}
+
 // Position of u in sm.prefix: the last i in [0, w) with prefix[i] <= u.
 __device__ int UpperPosition(const long long* prefix, int w, long long u) {
   int lo = 0, hi = w - 1;
@@ -187,6 +284,23 @@ __device__ int UpperPosition(const long long* prefix, int w, long long u) {
     }
   }
   return lo;
+}
+
+constexpr int kBatch = 8;            // phase-1 elements per thread in flight
+constexpr int kMaxRowFlags = 4096;   // rows per block with a shared flag (else re-read)
+constexpr int kMaxSlotTable = 4096;  // physical ids with a shared slot table (else divide)
+
+__host__ __device__ inline size_t FlagsOffset(int w, int p, bool shared_bins) {
+  const size_t bins = sizeof(unsigned int) * (w + (shared_bins ? p : 0));
+  const size_t first = bins > sizeof(PlanShared) ? bins : sizeof(PlanShared);
+  return (first + 15) / 16 * 16;
+}
+
+template <typename Id>
+__device__ bool RowHasRoutedId(const Id* physical, int t, int k) {
+  bool any = false;
+  for (int j = 0; j < k; ++j) any |= physical[static_cast<int64_t>(t) * k + j] >= 0;
+  return any;
 }
 
 // Grid-wide barrier for a cooperative launch (all blocks co-resident): the last block to arrive
@@ -212,7 +326,7 @@ __device__ void GridBarrier(unsigned int* bar) {
   __syncthreads();
 }
 
-template <typename Id, bool kStatic, bool kSharedBins>
+template <typename Id, bool kStatic, bool kSharedBins, int kMode>
 __global__ void __launch_bounds__(kThreads)
     RouteTopkKernel(Shape sh, const Id* __restrict__ logical, const float* __restrict__ routed_w,
                     const int32_t* __restrict__ table, const int32_t* __restrict__ replicas,
@@ -224,91 +338,149 @@ __global__ void __launch_bounds__(kThreads)
   unsigned int* rank_bins = reinterpret_cast<unsigned int*>(smem_raw);  // [W]
   unsigned int* phys_bins = rank_bins + sh.w;                           // [P]
   PlanShared& plan = *reinterpret_cast<PlanShared*>(smem_raw);          // after the barrier
+  // Per row of the block: does it have a routed id (kept through phase 3; after the larger of
+  // the bins and the plan).
+  unsigned char* row_any = smem_raw + FlagsOffset(sh.w, sh.p, kSharedBins);
+  // Routed slot of each physical id, when P <= kMaxSlotTable.
+  int* slot_of = reinterpret_cast<int*>(row_any + kMaxRowFlags);
+  const bool slot_table = sh.p <= kMaxSlotTable;
   __shared__ unsigned int block_valid;
 
-  const bool balance = sh.mode != 0 && sh.n >= sh.min_batch;
+  const bool balance = kMode != 0 && sh.n >= sh.min_batch;
   EPLB_MARK(0);
-  const unsigned int parity = balance ? (*ws.call_counter & 1u) : 0u;
-  unsigned long long* rank_load = ws.rank_load + parity * sh.w;
-  unsigned int* valid_of_block = ws.block_valid + parity * kMaxBlocks;
-  if (balance && blockIdx.x == 0) {  // clear the other set for the next call
-    for (int i = threadIdx.x; i < sh.w; i += blockDim.x) ws.rank_load[(1 - parity) * sh.w + i] = 0;
-    for (int i = threadIdx.x; i < kMaxBlocks; i += blockDim.x) {
-      ws.block_valid[(1 - parity) * kMaxBlocks + i] = 0;
-    }
-  }
+  // The call parity is read now and used after phase 1 (its latency hides behind the loads).
+  const unsigned int parity_raw = balance ? *ws.call_counter : 0u;
   for (int i = threadIdx.x; i < sh.w; i += blockDim.x) rank_bins[i] = 0;
   if (kSharedBins) {
     for (int i = threadIdx.x; i < sh.p; i += blockDim.x) phys_bins[i] = 0;
   }
+  if (slot_table) {
+    for (int i = threadIdx.x; i < sh.p; i += blockDim.x) slot_of[i] = i + (i / sh.l) * sh.s;
+  }
   if (threadIdx.x == 0) block_valid = 0;
-  __syncthreads();
-
   const int chunk = (sh.n + gridDim.x - 1) / gridDim.x;
   const int row0 = blockIdx.x * chunk;
   const int row1 = min(sh.n, row0 + chunk);
   const int width = sh.k + sh.s;
-  EPLB_MARK(1);
-  // Phase 1: one thread per token. All K ids are loaded before any is used, then all K table
-  // lookups, so a thread waits on two memory latencies, not 2K.
-  for (int t = row0 + threadIdx.x; t < row1; t += blockDim.x) {
-    const int64_t in0 = static_cast<int64_t>(t) * sh.k;
-    const int64_t out0 = static_cast<int64_t>(t) * width;
-    long long e[kRouteMaxTopK];
-#pragma unroll
-    for (int k = 0; k < kRouteMaxTopK; ++k) {
-      e[k] = k < sh.k ? static_cast<long long>(logical[in0 + k]) : -1;
-    }
-    int p[kRouteMaxTopK];
-#pragma unroll
-    for (int k = 0; k < kRouteMaxTopK; ++k) {
-      p[k] = -1;
-      if (e[k] >= 0 && e[k] < sh.e) {
-        if (kStatic) {
-          p[k] = __ldg(table + e[k]);
-        } else {
-          const int r =
-              DynamicReplicaIndex(t, k, sh.rank, rank_invariant, __ldg(replica_count + e[k]));
-          p[k] = __ldg(replicas + e[k] * max_replicas + r);
-        }
-      }
-    }
-    // Kept rolled: unrolled 16 times this body made phase 1 46 KB of code for no gain in time.
-    bool any = false;
-#pragma unroll 1
-    for (int k = 0; k < sh.k; ++k) {
-      const int pk = p[k];
-      physical[in0 + k] = static_cast<Id>(pk);
-      if (pk >= 0) {
-        any = true;
-        const int owner = pk / sh.l;
-        slots[out0 + k] = static_cast<Id>(pk + owner * sh.s);
-        weights[out0 + k] = routed_w != nullptr ? routed_w[in0 + k] : 1.0f;
-        if (counts != nullptr && !kSharedBins) atomicAdd(&counts[pk], 1ull);
-      } else {
-        slots[out0 + k] = static_cast<Id>(-1);
-        weights[out0 + k] = 0.0f;
-      }
-      // Warp-aggregated shared-memory counts: one atomic per distinct bin in the warp.
-      const unsigned active = __activemask();
-      if (balance) {
-        const int key = pk >= 0 ? pk / sh.l : -1;
-        const unsigned peers = __match_any_sync(active, key);
-        if (key >= 0 && (threadIdx.x & 31) == __ffs(peers) - 1) {
-          atomicAdd(&rank_bins[key], static_cast<unsigned>(__popc(peers)));
-        }
-      }
-      if (kSharedBins && counts != nullptr) {
-        const unsigned peers = __match_any_sync(active, pk);
-        if (pk >= 0 && (threadIdx.x & 31) == __ffs(peers) - 1) {
-          atomicAdd(&phys_bins[pk], static_cast<unsigned>(__popc(peers)));
-        }
-      }
-    }
-    if (balance && any) atomicAdd(&block_valid, 1u);
+  const bool flags = chunk <= kMaxRowFlags;
+  if (flags) {
+    for (int i = threadIdx.x; i < row1 - row0; i += blockDim.x) row_any[i] = 0;
   }
   __syncthreads();
+  EPLB_MARK(1);
+  // Phase 1, over the block's (row, k) elements in order, so that consecutive threads read and
+  // write consecutive addresses. Each thread takes kBatch elements a blockDim apart at once:
+  // all their id (and weight) loads, then all table lookups, then the stores, so a batch costs
+  // two memory round trips.
+  const int64_t e0 = static_cast<int64_t>(row0) * sh.k, e1 = static_cast<int64_t>(row1) * sh.k;
+  // Row and column of this thread's first element, advanced without divisions.
+  const int step_rows = static_cast<int>(blockDim.x) / sh.k, step_cols = blockDim.x % sh.k;
+  int64_t t_next = row0 + threadIdx.x / sh.k;
+  int k_next = static_cast<int>(threadIdx.x % sh.k);
+  for (int64_t base = e0; base < e1; base += static_cast<int64_t>(blockDim.x) * kBatch) {
+    // Branch-free loads (indices past the end are clamped, their values dropped), so the
+    // compiler issues all of them before the first use.
+    long long raw[kBatch];
+    float wv[kBatch];
+#pragma unroll
+    for (int u = 0; u < kBatch; ++u) {
+      const int64_t i = base + static_cast<int64_t>(u) * blockDim.x + threadIdx.x;
+      raw[u] = static_cast<long long>(__ldg(logical + (i < e1 ? i : e1 - 1)));
+    }
+    if (routed_w != nullptr) {
+#pragma unroll
+      for (int u = 0; u < kBatch; ++u) {
+        const int64_t i = base + static_cast<int64_t>(u) * blockDim.x + threadIdx.x;
+        wv[u] = __ldg(routed_w + (i < e1 ? i : e1 - 1));
+      }
+    } else {
+#pragma unroll
+      for (int u = 0; u < kBatch; ++u) wv[u] = 1.0f;
+    }
+    int e[kBatch];
+#pragma unroll
+    for (int u = 0; u < kBatch; ++u) {
+      const int64_t i = base + static_cast<int64_t>(u) * blockDim.x + threadIdx.x;
+      e[u] = i >= e1 ? -2 : ((raw[u] >= 0 && raw[u] < sh.e) ? static_cast<int>(raw[u]) : -1);
+    }
+    int pv[kBatch];
+#pragma unroll
+    for (int u = 0; u < kBatch; ++u) {
+      pv[u] = -1;
+      if (e[u] >= 0) {
+        if (kStatic) {
+          pv[u] = __ldg(table + e[u]);
+        } else {
+          const int64_t i = base + static_cast<int64_t>(u) * blockDim.x + threadIdx.x;
+          const int t = static_cast<int>(i / sh.k), k = static_cast<int>(i % sh.k);
+          const int r =
+              DynamicReplicaIndex(t, k, sh.rank, rank_invariant, __ldg(replica_count + e[u]));
+          pv[u] = __ldg(replicas + e[u] * max_replicas + r);
+        }
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < kBatch; ++u) {
+      const int64_t i = base + static_cast<int64_t>(u) * blockDim.x + threadIdx.x;
+      const int64_t t = t_next;
+      const int64_t o = t * width + k_next;
+      t_next += step_rows;
+      k_next += step_cols;
+      if (k_next >= sh.k) {
+        k_next -= sh.k;
+        ++t_next;
+      }
+      if (e[u] == -2) continue;
+      const int pk = pv[u];
+      physical[i] = static_cast<Id>(pk);
+      if (pk >= 0) {
+        slots[o] = static_cast<Id>(slot_table ? slot_of[pk] : pk + (pk / sh.l) * sh.s);
+        weights[o] = wv[u];
+        if (flags) row_any[t - row0] = 1;
+        // Shared bins per physical id: the rank counts are their sums per rank (below), so
+        // no atomics go to the W rank bins, which few ranks would make hot.
+        if (kSharedBins) {
+          if (balance || counts != nullptr) atomicAdd(&phys_bins[pk], 1u);
+        } else {
+          if (balance) atomicAdd(&rank_bins[pk / sh.l], 1u);
+          if (counts != nullptr) atomicAdd(&counts[pk], 1ull);
+        }
+      } else {
+        slots[o] = static_cast<Id>(-1);
+        weights[o] = 0.0f;
+      }
+    }
+  }
+  __syncthreads();
+  if (balance) {  // rows with a routed id
+    unsigned part = 0;
+    for (int r = row0 + threadIdx.x; r < row1; r += blockDim.x) {
+      part += flags ? row_any[r - row0] : RowHasRoutedId(physical, r, sh.k);
+    }
+    const unsigned active = __activemask();
+    const unsigned sum = __reduce_add_sync(active, part);
+    if ((threadIdx.x & 31) == __ffs(active) - 1 && sum != 0) atomicAdd(&block_valid, sum);
+    if (kSharedBins) {
+      for (int r = threadIdx.x; r < sh.w; r += blockDim.x) {
+        unsigned load = 0;
+        for (int q = 0; q < sh.l; ++q) load += phys_bins[r * sh.l + q];
+        rank_bins[r] = load;
+      }
+    }
+    __syncthreads();
+  }
+  const unsigned int parity = parity_raw & 1u;
+  unsigned long long* rank_load = ws.rank_load + parity * sh.w;
+  unsigned int* valid_of_block = ws.block_valid + parity * kMaxBlocks;
   if (balance) {
+    if (blockIdx.x == 0) {  // clear the other set for the next call
+      for (int i = threadIdx.x; i < sh.w; i += blockDim.x) {
+        ws.rank_load[(1 - parity) * sh.w + i] = 0;
+      }
+      for (int i = threadIdx.x; i < kMaxBlocks; i += blockDim.x) {
+        ws.block_valid[(1 - parity) * kMaxBlocks + i] = 0;
+      }
+    }
     for (int i = threadIdx.x; i < sh.w; i += blockDim.x) {
       if (rank_bins[i] != 0)
         atomicAdd(&rank_load[i], static_cast<unsigned long long>(rank_bins[i]));
@@ -325,7 +497,13 @@ __global__ void __launch_bounds__(kThreads)
   EPLB_MARK(2);
   // Phase 2.
   long long offset = 0;  // valid tokens in lower blocks (exact)
-  if (balance) {
+  if (balance && sh.w <= 32) {
+    GridBarrier(ws.barrier);
+    if (threadIdx.x < 32) WarpPlan<kMode>(sh, plan, rank_load, valid_of_block);
+    __syncthreads();
+    if (kMode == 2) offset = plan.offset;
+    if (blockIdx.x == 0 && threadIdx.x == 0) atomicAdd(ws.call_counter, 1u);
+  } else if (balance) {
     GridBarrier(ws.barrier);
     long long part = 0;
     for (int r = threadIdx.x; r < sh.w; r += blockDim.x) {
@@ -334,7 +512,7 @@ __global__ void __launch_bounds__(kThreads)
     }
     __syncthreads();
     const long long total_routed = Sum(plan, part);
-    if (sh.mode == 1) {
+    if (kMode == 1) {
       PlanSglang(sh, plan, total_routed);
     } else {
       long long v_all = 0, v_before = 0;
@@ -355,14 +533,9 @@ __global__ void __launch_bounds__(kThreads)
   for (int base = row0; base < row1; base += blockDim.x) {
     const int t = base + threadIdx.x;
     bool any = false;
-    if (t < row1) {
-#pragma unroll
-      for (int k = 0; k < kRouteMaxTopK; ++k) {
-        if (k < sh.k) any |= physical[static_cast<int64_t>(t) * sh.k + k] >= 0;
-      }
-    }
+    if (t < row1) any = flags ? row_any[t - row0] != 0 : RowHasRoutedId(physical, t, sh.k);
     long long j = 0;
-    if (balance && sh.mode == 2) {
+    if (balance && kMode == 2) {
       long long aggregate = 0;
       BlockScan(plan.cub.scan).ExclusiveSum(static_cast<long long>(any), j, aggregate);
       __syncthreads();
@@ -374,13 +547,17 @@ __global__ void __launch_bounds__(kThreads)
     if (any) {
       if (!balance) {
         dest = sh.rank;
-      } else if (sh.mode == 1) {
+      } else if (kMode == 1) {
         const long long total = plan.prefix[sh.w];
         if (total <= 0) {
           dest = static_cast<int>(plan.value2);
         } else {
-          const long long u = static_cast<long long>(WaterfillSeed(t, sh.rank) %
-                                                     static_cast<unsigned long long>(total));
+          // 32-bit seed: a 32-bit remainder when the total fits (the 64-bit one is a slow
+          // out-of-line routine), and the seed itself when the total exceeds it.
+          const uint32_t seed = WaterfillSeed(t, sh.rank);
+          const long long u = total > 0xFFFFFFFFll
+                                  ? static_cast<long long>(seed)
+                                  : static_cast<long long>(seed % static_cast<uint32_t>(total));
           dest = UpperPosition(plan.prefix, sh.w, u);
         }
       } else {
@@ -398,12 +575,12 @@ __global__ void __launch_bounds__(kThreads)
   EPLB_MARK(4);
 }
 
-template <typename Id, bool kStatic, bool kSharedBins>
+template <typename Id, bool kStatic, bool kSharedBins, int kMode>
 absl::Status LaunchOne(const Shape& sh, const RouteTopkParams& p, const RouteTopkBuffers<Id>& b,
                        Workspace ws, cudaStream_t stream) {
-  auto kernel = RouteTopkKernel<Id, kStatic, kSharedBins>;
-  const size_t bins = sizeof(unsigned int) * (sh.w + (kSharedBins ? sh.p : 0));
-  const size_t smem = bins > sizeof(PlanShared) ? bins : sizeof(PlanShared);
+  auto kernel = RouteTopkKernel<Id, kStatic, kSharedBins, kMode>;
+  const size_t smem = FlagsOffset(sh.w, sh.p, kSharedBins) + kMaxRowFlags +
+                      sizeof(int) * (sh.p <= kMaxSlotTable ? sh.p : 0);
   static int max_blocks = [&] {
     int sms = 0, per_sm = 0;
     cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0);
@@ -431,9 +608,23 @@ absl::Status LaunchOne(const Shape& sh, const RouteTopkParams& p, const RouteTop
                   const_cast<float**>(&b.weights),
                   const_cast<int32_t**>(&b.shared_rank),
                   &ws};
-  EPLB_CUDA_RETURN_IF_ERROR(cudaLaunchCooperativeKernel(reinterpret_cast<void*>(kernel), blocks,
-                                                        kThreads, args, smem, stream));
+  if (blocks == 1) {  // no grid barrier: a plain launch is cheaper
+    EPLB_CUDA_RETURN_IF_ERROR(
+        cudaLaunchKernel(reinterpret_cast<void*>(kernel), blocks, kThreads, args, smem, stream));
+  } else {
+    EPLB_CUDA_RETURN_IF_ERROR(cudaLaunchCooperativeKernel(reinterpret_cast<void*>(kernel), blocks,
+                                                          kThreads, args, smem, stream));
+  }
   return absl::OkStatus();
+}
+
+template <typename Id, int kMode>
+absl::Status LaunchMode(const Shape& sh, const RouteTopkParams& p, const RouteTopkBuffers<Id>& b,
+                        Workspace ws, cudaStream_t stream, bool is_static, bool shared_bins) {
+  if (is_static && shared_bins) return LaunchOne<Id, true, true, kMode>(sh, p, b, ws, stream);
+  if (is_static) return LaunchOne<Id, true, false, kMode>(sh, p, b, ws, stream);
+  if (shared_bins) return LaunchOne<Id, false, true, kMode>(sh, p, b, ws, stream);
+  return LaunchOne<Id, false, false, kMode>(sh, p, b, ws, stream);
 }
 
 template <typename Id>
@@ -459,10 +650,16 @@ absl::Status Launch(const RouteTopkParams& p, const RouteTopkBuffers<Id>& b, cud
   Workspace ws = Carve(b.workspace, p.ep_size);
   const bool is_static = p.dispatch == RouteDispatch::kStatic;
   const bool shared_bins = p.num_physical <= kMaxSharedBins;
-  if (is_static && shared_bins) return LaunchOne<Id, true, true>(sh, p, b, ws, stream);
-  if (is_static) return LaunchOne<Id, true, false>(sh, p, b, ws, stream);
-  if (shared_bins) return LaunchOne<Id, false, true>(sh, p, b, ws, stream);
-  return LaunchOne<Id, false, false>(sh, p, b, ws, stream);
+  // The policy is a template parameter: each kernel holds only its own plan and expand code,
+  // which keeps the once-per-call path short and straight (cold instruction fetches cost).
+  switch (mode) {
+    case 0:
+      return LaunchMode<Id, 0>(sh, p, b, ws, stream, is_static, shared_bins);
+    case 1:
+      return LaunchMode<Id, 1>(sh, p, b, ws, stream, is_static, shared_bins);
+    default:
+      return LaunchMode<Id, 2>(sh, p, b, ws, stream, is_static, shared_bins);
+  }
 }
 
 }  // namespace
