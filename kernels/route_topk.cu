@@ -1,12 +1,18 @@
 // One cooperative kernel per layer and step: route + count, one grid barrier, plan + expand.
 //
-//   phase 1 (each block, a contiguous chunk of rows): dispatch every id, write physical ids,
-//           routed slots and weights; count per owner rank and per physical id in shared memory,
-//           flush with atomics; count the block's tokens that have a routed id.
-//   grid barrier
-//   phase 2 (each block, redundantly: no second barrier): the Waterfill plan from the rank
-//           counts: SGLang's level and headroom prefix, or the exact quotas' prefix.
+//   phase 1 (each block, a contiguous chunk of rows): over the chunk's (row, k) elements in
+//           coalesced batches, dispatch every id, write physical ids, routed slots and weights;
+//           count per physical id in shared memory (the rank counts are sums of those), flag
+//           rows with a routed id; flush with atomics.
+//   grid barrier (skipped when one block covers everything)
+//   phase 2 (one warp of each block, redundantly: no second barrier): the Waterfill plan from
+//           the rank counts: SGLang's level and headroom prefix, or the exact quotas' prefix.
 //   phase 3 (each block, its rows): the shared columns.
+//
+// Why it looks like this (H100 profiles, docs/BENCHMARKS.md): a thread per row made every store
+// strided (8x the memory transactions) and branches between loads serialised them; block-wide
+// plans cost several barriers; cold instruction fetches at branch targets are a visible part of
+// the small-batch time, hence one kernel per policy.
 //
 // The rank counts live in a double-buffered workspace: call i accumulates into set i % 2 while
 // block 0 clears set (i + 1) % 2, so no memset node is needed and the kernel leaves the
@@ -15,7 +21,6 @@
 
 #include <climits>
 #include <cstdint>
-#include <cub/block/block_reduce.cuh>
 #include <cub/block/block_scan.cuh>
 
 #include "core/dispatch.h"
@@ -27,7 +32,6 @@ namespace eplb {
 namespace {
 
 constexpr int kThreads = 512;
-constexpr int kItems = kRouteMaxRanks / kThreads;  // ranks per thread in the plan
 constexpr int kMaxBlocks = 1024;
 constexpr int kMaxSharedBins = 8192;
 
@@ -62,7 +66,6 @@ struct Shape {
   if (sh.profile != nullptr && blockIdx.x == 0 && threadIdx.x == 0) sh.profile[i] = clock64()
 
 using BlockScan = cub::BlockScan<long long, kThreads>;
-using BlockReduce = cub::BlockReduce<long long, kThreads>;
 
 struct PlanShared {
   long long load[kRouteMaxRanks];
@@ -72,115 +75,12 @@ struct PlanShared {
   long long offset;  // exact: valid tokens of lower blocks (the one-warp plan's answer)
   union {
     typename BlockScan::TempStorage scan;
-    typename BlockReduce::TempStorage reduce;
   } cub;
 };
 
-struct MaxOp {
-  __device__ long long operator()(long long a, long long b) const { return a > b ? a : b; }
-};
-
-__device__ long long Sum(PlanShared& sm, long long x) {
-  const long long total = BlockReduce(sm.cub.reduce).Sum(x);
-  if (threadIdx.x == 0) sm.value = total;
-  __syncthreads();
-  const long long out = sm.value;
-  __syncthreads();
-  return out;
-}
-
-// Inclusive prefix of v[0..w) into sm.prefix[1..w], prefix[0] = 0 (kItems per thread, blocked).
-__device__ void PrefixInto(PlanShared& sm, long long (&v)[kItems]) {
-  long long out[kItems];
-  BlockScan(sm.cub.scan).InclusiveSum(v, out);
-  for (int j = 0; j < kItems; ++j) sm.prefix[threadIdx.x * kItems + j + 1] = out[j];
-  if (threadIdx.x == 0) sm.prefix[0] = 0;
-  __syncthreads();
-}
-
-// SGLang: headroom max(T - load, 0), remote scaled 10/11; the fallback rank when it sums to 0.
-__device__ void PlanSglang(const Shape& sh, PlanShared& sm, long long total_routed) {
-  const long long level = (total_routed + total_routed / sh.k + sh.w - 1) / sh.w;
-  long long h[kItems];
-  for (int j = 0; j < kItems; ++j) {
-    const int r = threadIdx.x * kItems + j;
-    long long x = 0;
-    if (r < sh.w) {
-      x = level - sm.load[r];
-      if (x < 0) x = 0;
-      if (r != sh.rank) {  // 32-bit arithmetic when exact (64-bit division is out of line)
-        x = x < (1ll << 28) ? static_cast<long long>(static_cast<uint32_t>(x) * 10u / 11u)
-                            : x * 10 / 11;
-      }
-    }
-    h[j] = x;
-  }
-  PrefixInto(sm, h);
-  if (threadIdx.x == 0) {
-    int best = sh.rank;
-    if (sm.prefix[sh.w] == 0) {  // rare: sequential hysteresis argmin, as the reference
-      for (int r = 0; r < sh.w; ++r) {
-        if (sm.load[r] * 11 < sm.load[best] * 10) best = r;
-      }
-    }
-    sm.value2 = best;
-  }
-  __syncthreads();
-}
-
-// Exact: quotas from the water level of `valid` tokens, prefix in the order src, 0, 1, ...
-__device__ void PlanExact(const Shape& sh, PlanShared& sm, long long valid) {
-  // Level: for the highest load L_r with filled(L_r) < valid, filled grows by c_r (the number of
-  // loads <= L_r) per unit above it, so t = L_r + ceil((valid - filled(L_r)) / c_r).
-  long long best_key = -1;  // max load among candidates, as (load << 20 | r) for uniqueness
-  for (int j = 0; j < kItems; ++j) {
-    const int r = threadIdx.x * kItems + j;
-    if (r >= sh.w) continue;
-    const long long lr = sm.load[r];
-    long long filled = 0;
-    for (int q = 0; q < sh.w; ++q) filled += lr > sm.load[q] ? lr - sm.load[q] : 0;
-    if (filled < valid) best_key = max(best_key, (lr << 20) | r);
-  }
-  const long long key = BlockReduce(sm.cub.reduce).Reduce(best_key, MaxOp());
-  if (threadIdx.x == 0) sm.value = key;
-  __syncthreads();
-  const int rstar = static_cast<int>(sm.value & ((1 << 20) - 1));
-  const long long lstar = sm.load[rstar];
-  __syncthreads();
-  long long f_part = 0, c_part = 0;
-  for (int j = 0; j < kItems; ++j) {
-    const int q = threadIdx.x * kItems + j;
-    if (q >= sh.w) continue;
-    f_part += lstar > sm.load[q] ? lstar - sm.load[q] : 0;
-    c_part += sm.load[q] <= lstar;
-  }
-  const long long filled = Sum(sm, f_part);
-  const long long count = Sum(sm, c_part);
-  const long long t = lstar + (valid - filled + count - 1) / count;
-  // Quotas by order position; the last partial level to eligible positions in order.
-  long long q[kItems], elig[kItems];
-  long long given_part = 0;
-  for (int j = 0; j < kItems; ++j) {
-    const int pos = threadIdx.x * kItems + j;
-    q[j] = 0;
-    elig[j] = 0;
-    if (pos < sh.w) {
-      const long long l = sm.load[ExactOrderRank(pos, sh.rank)];
-      q[j] = t - 1 - l > 0 ? t - 1 - l : 0;
-      elig[j] = l + q[j] == t - 1;
-      given_part += q[j];
-    }
-  }
-  const long long rem = valid - Sum(sm, given_part);
-  long long before[kItems];
-  BlockScan(sm.cub.scan).ExclusiveSum(elig, before);
-  __syncthreads();
-  for (int j = 0; j < kItems; ++j) q[j] += (elig[j] && before[j] < rem) ? 1 : 0;
-  PrefixInto(sm, q);
-}
-
-// One-warp plans for W <= 32 (lane = rank or order position): the same integer arithmetic as
-// the block-wide ones, with shuffles instead of block reductions and barriers.
+// The Waterfill plan, computed by one warp for any W <= 1024: lane i owns order positions
+// [i*m, i*m + m), m = ceil(W / 32); sums and scans are lane-serial plus warp shuffles, with no
+// block-wide barrier. Same integer arithmetic as the CPU twin (core/waterfill).
 __device__ long long WarpSum(long long x) {
   for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
   return x;
@@ -189,19 +89,137 @@ __device__ long long WarpMax(long long x) {
   for (int o = 16; o > 0; o >>= 1) x = max(x, __shfl_xor_sync(0xffffffffu, x, o));
   return x;
 }
-__device__ long long WarpInclusiveScan(long long x) {
+__device__ long long WarpMin(long long x) {
+  for (int o = 16; o > 0; o >>= 1) x = min(x, __shfl_xor_sync(0xffffffffu, x, o));
+  return x;
+}
+__device__ long long WarpExclusiveScan(long long x) {
   const int lane = threadIdx.x & 31;
+  long long inc = x;
   for (int o = 1; o < 32; o <<= 1) {
-    const long long y = __shfl_up_sync(0xffffffffu, x, o);
-    if (lane >= o) x += y;
+    const long long y = __shfl_up_sync(0xffffffffu, inc, o);
+    if (lane >= o) inc += y;
+  }
+  return inc - x;
+}
+
+__device__ long long SglangHeadroom(const Shape& sh, long long level, long long load, int r) {
+  long long x = level - load;
+  if (x < 0) x = 0;
+  if (r != sh.rank) {  // 32-bit arithmetic when exact (64-bit division is out of line)
+    x = x < (1ll << 28) ? static_cast<long long>(static_cast<uint32_t>(x) * 10u / 11u)
+                        : x * 10 / 11;
   }
   return x;
 }
 
-// Warp 0 only. Writes sm.prefix[0..w], sm.value2 (SGLang fallback rank) and sm.offset.
+// Warp 0 only. Writes sm.load[0..w), sm.prefix[0..w], sm.value2 (SGLang's fallback rank) and
+// sm.offset (exact: valid tokens of the lower blocks).
 template <int kMode>
 __device__ void WarpPlan(const Shape& sh, PlanShared& sm, const unsigned long long* rank_load,
                          const unsigned int* valid_of_block) {
+  const int lane = threadIdx.x;
+  const int m = (sh.w + 31) / 32;
+  const int first = lane * m, last = min(sh.w, first + m);
+  long long part = 0;
+  for (int r = lane; r < sh.w; r += 32) {
+    sm.load[r] = static_cast<long long>(rank_load[r]);
+    part += sm.load[r];
+  }
+  __syncwarp();
+  if (lane == 0) sm.prefix[0] = 0;
+  if (kMode == 1) {
+    const long long total_routed = WarpSum(part);
+    const long long level = (total_routed + total_routed / sh.k + sh.w - 1) / sh.w;
+    long long run = 0;
+    for (int r = first; r < last; ++r) {
+      run += SglangHeadroom(sh, level, sm.load[r], r);
+      sm.prefix[r + 1] = run;
+    }
+    const long long before = WarpExclusiveScan(run);
+    for (int r = first; r < last; ++r) sm.prefix[r + 1] += before;
+    const long long total = __shfl_sync(0xffffffffu, before + run, 31);
+    if (lane == 0) {
+      int best = sh.rank;
+      if (total == 0) {  // rare: sequential hysteresis argmin, as the reference
+        for (int r = 0; r < sh.w; ++r) {
+          if (sm.load[r] * 11 < sm.load[best] * 10) best = r;
+        }
+      }
+      sm.value2 = best;
+    }
+    __syncwarp();
+    return;
+  }
+  // Exact: valid tokens of every block and of the lower ones.
+  long long v_all = 0, v_before = 0;
+  for (int b = lane; b < static_cast<int>(gridDim.x); b += 32) {
+    const long long v = valid_of_block[b];
+    v_all += v;
+    if (b < static_cast<int>(blockIdx.x)) v_before += v;
+  }
+  const long long valid = WarpSum(v_all);
+  const long long offset = WarpSum(v_before);
+  if (lane == 0) sm.offset = offset;
+  if (valid <= 0) return;
+  // The level t: for the highest load L* with filled(L*) = sum_q max(0, L* - load_q) < valid,
+  // t = L* + ceil((valid - filled(L*)) / count(L*)), count = #{q : load_q <= L*}; that is the
+  // least t with sum_r max(0, t - load_r) >= valid, found by bisection, O(W / 32) per step.
+  long long t;
+  {
+    long long mn = LLONG_MAX, mx = LLONG_MIN;
+    for (int r = lane; r < sh.w; r += 32) {
+      mn = min(mn, sm.load[r]);
+      mx = max(mx, sm.load[r]);
+    }
+    mn = WarpMin(mn);
+    mx = WarpMax(mx);
+    // f(t) <= W (t - min) and f(t) >= W (t - max) bound the search: f(lo) < valid <= f(hi).
+    const long long per = (valid + sh.w - 1) / sh.w;
+    long long lo = mn + per - 1, hi = mx + per;
+    while (hi - lo > 1) {
+      const long long mid = lo + (hi - lo) / 2;
+      long long f = 0;
+      for (int r = lane; r < sh.w; r += 32) f += mid > sm.load[r] ? mid - sm.load[r] : 0;
+      if (WarpSum(f) >= valid) {
+        hi = mid;
+      } else {
+        lo = mid;
+      }
+    }
+    t = hi;
+  }
+  // Quotas by order position; the last partial level to eligible positions in order.
+  long long q_part = 0, e_part = 0;
+  for (int pos = first; pos < last; ++pos) {
+    const long long l = sm.load[ExactOrderRank(pos, sh.rank)];
+    const long long q = t - 1 - l > 0 ? t - 1 - l : 0;
+    q_part += q;
+    e_part += l + q == t - 1;
+  }
+  const long long rem = valid - WarpSum(q_part);
+  long long elig_before = WarpExclusiveScan(e_part);
+  long long run = 0;
+  for (int pos = first; pos < last; ++pos) {
+    const long long l = sm.load[ExactOrderRank(pos, sh.rank)];
+    long long q = t - 1 - l > 0 ? t - 1 - l : 0;
+    const bool elig = l + q == t - 1;
+    if (elig) {
+      if (elig_before < rem) ++q;
+      ++elig_before;
+    }
+    run += q;
+    sm.prefix[pos + 1] = run;
+  }
+  const long long before = WarpExclusiveScan(run);
+  for (int pos = first; pos < last; ++pos) sm.prefix[pos + 1] += before;
+  __syncwarp();
+}
+
+// W <= 32: lane = rank or order position (the shortest path). Same outputs as WarpPlan.
+template <int kMode>
+__device__ void WarpPlanSmall(const Shape& sh, PlanShared& sm, const unsigned long long* rank_load,
+                              const unsigned int* valid_of_block) {
   const int lane = threadIdx.x;
   const long long load = lane < sh.w ? static_cast<long long>(rank_load[lane]) : 0;
   sm.load[lane] = load;  // lanes >= w write zeros past the ranks (never read as loads)
@@ -218,7 +236,7 @@ __device__ void WarpPlan(const Shape& sh, PlanShared& sm, const unsigned long lo
                             : x * 10 / 11;
       }
     }
-    const long long inc = WarpInclusiveScan(x);
+    const long long inc = WarpExclusiveScan(x) + x;
     sm.prefix[lane + 1] = inc;
     if (lane == 0) sm.prefix[0] = 0;
     const long long total = __shfl_sync(0xffffffffu, inc, 31);
@@ -265,9 +283,9 @@ __device__ void WarpPlan(const Shape& sh, PlanShared& sm, const unsigned long lo
     elig = l + q == t - 1;
   }
   const long long rem = valid - WarpSum(q);
-  const long long before = WarpInclusiveScan(elig) - elig;
+  const long long before = WarpExclusiveScan(elig);
   q += (elig && before < rem) ? 1 : 0;
-  const long long inc = WarpInclusiveScan(q);
+  const long long inc = WarpExclusiveScan(q) + q;
   sm.prefix[lane + 1] = inc;
   if (lane == 0) sm.prefix[0] = 0;
 }
@@ -497,34 +515,17 @@ __global__ void __launch_bounds__(kThreads)
   EPLB_MARK(2);
   // Phase 2.
   long long offset = 0;  // valid tokens in lower blocks (exact)
-  if (balance && sh.w <= 32) {
+  if (balance) {
     GridBarrier(ws.barrier);
-    if (threadIdx.x < 32) WarpPlan<kMode>(sh, plan, rank_load, valid_of_block);
+    if (threadIdx.x < 32) {
+      if (sh.w <= 32) {
+        WarpPlanSmall<kMode>(sh, plan, rank_load, valid_of_block);
+      } else {
+        WarpPlan<kMode>(sh, plan, rank_load, valid_of_block);
+      }
+    }
     __syncthreads();
     if (kMode == 2) offset = plan.offset;
-    if (blockIdx.x == 0 && threadIdx.x == 0) atomicAdd(ws.call_counter, 1u);
-  } else if (balance) {
-    GridBarrier(ws.barrier);
-    long long part = 0;
-    for (int r = threadIdx.x; r < sh.w; r += blockDim.x) {
-      plan.load[r] = static_cast<long long>(rank_load[r]);
-      part += plan.load[r];
-    }
-    __syncthreads();
-    const long long total_routed = Sum(plan, part);
-    if (kMode == 1) {
-      PlanSglang(sh, plan, total_routed);
-    } else {
-      long long v_all = 0, v_before = 0;
-      for (int b = threadIdx.x; b < static_cast<int>(gridDim.x); b += blockDim.x) {
-        const long long v = valid_of_block[b];
-        v_all += v;
-        if (b < static_cast<int>(blockIdx.x)) v_before += v;
-      }
-      const long long valid = Sum(plan, v_all);
-      offset = Sum(plan, v_before);
-      if (valid > 0) PlanExact(sh, plan, valid);
-    }
     if (blockIdx.x == 0 && threadIdx.x == 0) atomicAdd(ws.call_counter, 1u);
   }
 

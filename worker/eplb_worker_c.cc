@@ -40,9 +40,9 @@ absl::StatusOr<eplb::WorkerOptions> ParseConfig(const char* text, std::string& c
     return absl::InvalidArgumentError("config is not a JSON object");
   }
   static const std::set<std::string> kKeys = {
-      "worker_id", "ranks",     "node",       "num_logical", "num_redundant",
-      "ep_size",   "num_shared", "num_nodes", "num_layers",  "row_bytes",
-      "controller", "report_interval_ms", "fabric_dir"};
+      "worker_id",  "ranks",     "node",       "num_logical", "num_redundant", "ep_size",
+      "num_shared", "num_nodes", "num_layers", "row_bytes",   "controller",    "report_interval_ms",
+      "fabric_dir"};
   for (auto it = j.begin(); it != j.end(); ++it) {
     if (kKeys.count(it.key()) == 0) {
       return absl::InvalidArgumentError(absl::StrCat("unknown config key \"", it.key(), "\""));
@@ -69,8 +69,8 @@ absl::StatusOr<eplb::WorkerOptions> ParseConfig(const char* text, std::string& c
   }
   for (const auto& r : j["ranks"]) {
     if (!r.is_number_integer()) {
-      return absl::InvalidArgumentError(absl::StrCat("config \"ranks\" holds ", r.dump(),
-                                                     ", expected integers"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("config \"ranks\" holds ", r.dump(), ", expected integers"));
     }
     o.ranks.push_back(r.get<int>());
   }
@@ -121,8 +121,8 @@ eplb_worker* eplb_worker_create(const char* config_json, char* err, size_t err_l
     return nullptr;
   }
   if (report_ms < 0) {
-    Fail(absl::InvalidArgumentError(absl::StrCat("report_interval_ms must be >= 0, got ",
-                                                 report_ms)),
+    Fail(absl::InvalidArgumentError(
+             absl::StrCat("report_interval_ms must be >= 0, got ", report_ms)),
          err, err_len);
     return nullptr;
   }
@@ -137,18 +137,17 @@ eplb_worker* eplb_worker_create(const char* config_json, char* err, size_t err_l
   w->runtime = *std::move(rt);
   if (!controller.empty()) {
     w->client = std::make_unique<eplb::ControllerClient>(
-        w->runtime.get(),
-        eplb::ControllerClientOptions{controller, absl::Milliseconds(report_ms)});
+        w->runtime.get(), eplb::ControllerClientOptions{controller, absl::Milliseconds(report_ms)});
     if (absl::Status s = w->client->Start(); !s.ok()) {
-      Fail(absl::Status(s.code(), absl::StrCat("cannot register with ", controller, ": ",
-                                               s.message())),
+      Fail(absl::Status(s.code(),
+                        absl::StrCat("cannot register with ", controller, ": ", s.message())),
            err, err_len);
       return nullptr;
     }
   } else {
     const eplb::ExpertLayout& layout = w->runtime->layout();
-    const eplb::PlacementMap id = eplb::PlacementMap::Identity(
-        o->num_layers, layout.num_logical(), layout.num_physical());
+    const eplb::PlacementMap id =
+        eplb::PlacementMap::Identity(o->num_layers, layout.num_logical(), layout.num_physical());
     eplb::v1::Placement p;
     p.set_version(1);
     for (int l = 0; l < o->num_layers; ++l) {
@@ -173,13 +172,14 @@ void eplb_worker_destroy(eplb_worker* w) {
 static absl::Status CheckLayer(const eplb_worker* w, int layer) {
   const int layers = w->runtime->options().num_layers;
   if (layer < 0 || layer >= layers) {
-    return absl::OutOfRangeError(absl::StrCat("layer ", layer, " is out of range [0, ", layers, ")"));
+    return absl::OutOfRangeError(
+        absl::StrCat("layer ", layer, " is out of range [0, ", layers, ")"));
   }
   return absl::OkStatus();
 }
 
-int eplb_worker_record(eplb_worker* w, int layer, const int64_t* physical_ids, int64_t n,
-                       char* err, size_t err_len) {
+int eplb_worker_record(eplb_worker* w, int layer, const int64_t* physical_ids, int64_t n, char* err,
+                       size_t err_len) {
   if (w == nullptr) return Fail(absl::InvalidArgumentError("worker is NULL"), err, err_len);
   if (absl::Status s = CheckLayer(w, layer); !s.ok()) return Fail(s, err, err_len);
   if (n < 0 || (n > 0 && physical_ids == nullptr)) {
@@ -227,8 +227,8 @@ uint64_t eplb_worker_version(eplb_worker* w) {
   return w == nullptr ? 0 : w->runtime->applied_version();
 }
 
-int eplb_worker_dispatch_table(eplb_worker* w, int rank, int layer, int32_t* out,
-                               int64_t out_len, char* err, size_t err_len) {
+int eplb_worker_dispatch_table(eplb_worker* w, int rank, int layer, int32_t* out, int64_t out_len,
+                               char* err, size_t err_len) {
   if (w == nullptr) return Fail(absl::InvalidArgumentError("worker is NULL"), err, err_len);
   if (absl::Status s = CheckLayer(w, layer); !s.ok()) return Fail(s, err, err_len);
   const eplb::ExpertLayout& layout = w->runtime->layout();
@@ -238,8 +238,8 @@ int eplb_worker_dispatch_table(eplb_worker* w, int rank, int layer, int32_t* out
                 err, err_len);
   }
   if (out == nullptr || out_len < layout.num_logical()) {
-    return Fail(absl::InvalidArgumentError(absl::StrCat(
-                    "out must hold E = ", layout.num_logical(), " entries, got ", out_len)),
+    return Fail(absl::InvalidArgumentError(absl::StrCat("out must hold E = ", layout.num_logical(),
+                                                        " entries, got ", out_len)),
                 err, err_len);
   }
   const std::vector<int32_t> row = w->runtime->DispatchRow(rank, layer);

@@ -40,8 +40,8 @@ void eplb_worker_destroy(eplb_worker* w);
 
 /* Load: physical ids of (token, k) pairs this worker's ranks served in one step of `layer`
  * (other ranks' ids and padding < 0 are ignored). */
-int eplb_worker_record(eplb_worker* w, int layer, const int64_t* physical_ids, int64_t n,
-                       char* err, size_t err_len);
+int eplb_worker_record(eplb_worker* w, int layer, const int64_t* physical_ids, int64_t n, char* err,
+                       size_t err_len);
 /* Load counted elsewhere (e.g. on the GPU): counts[p] for every physical id p of `layer`. */
 int eplb_worker_record_counts(eplb_worker* w, int layer, const int64_t* counts,
                               int64_t num_physical, char* err, size_t err_len);
@@ -53,8 +53,8 @@ int eplb_worker_report(eplb_worker* w, int64_t first_step, int64_t last_step, ch
 uint64_t eplb_worker_version(eplb_worker* w);
 /* Rank `rank`'s static dispatch table of `layer`: out[e] = the physical id its tokens of logical
  * expert e go to; out_len must be >= E. */
-int eplb_worker_dispatch_table(eplb_worker* w, int rank, int layer, int32_t* out,
-                               int64_t out_len, char* err, size_t err_len);
+int eplb_worker_dispatch_table(eplb_worker* w, int rank, int layer, int32_t* out, int64_t out_len,
+                               char* err, size_t err_len);
 /* The map of `layer`: out[p] = logical expert of physical id p; out_len must be >= P. */
 int eplb_worker_physical_to_logical(eplb_worker* w, int layer, int32_t* out, int64_t out_len,
                                     char* err, size_t err_len);
