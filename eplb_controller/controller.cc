@@ -400,6 +400,8 @@ RebalanceRecord Controller::Rebalance(const std::string& reason, bool force) {
   std::shared_ptr<const PlacementMap> next;
   std::vector<int> changed;
   uint64_t base = 0;
+  std::shared_ptr<const PlacementMap> current;
+  int per_rollout = 0;
   std::vector<int> dead;
   {
     MutexLock lock(&mu_);
@@ -459,22 +461,88 @@ RebalanceRecord Controller::Rebalance(const std::string& reason, bool force) {
     next = std::make_shared<const PlacementMap>(*std::move(m));
     changed = map_->ChangedLayers(*next);
     base = version_;
-    rec.version = version_ + 1;
+    current = map_;
+    per_rollout = policy_.layers_per_rollout;
     rollout_active_ = true;
-    rollout_.version = rec.version;
     dead = DeadRanks();
   }
+  // Layer pacing: at most `per_rollout` changed layers per version, one two-phase rollout each,
+  // so a worker stages (and stalls for) a bounded number of layers at a time. Every
+  // intermediate map is complete and consistent; an abort stops the sequence there.
+  std::vector<std::vector<int>> chunks;
+  for (size_t i = 0; i < changed.size();) {
+    const size_t n = per_rollout > 0 ? static_cast<size_t>(per_rollout) : changed.size();
+    chunks.emplace_back(changed.begin() + i, changed.begin() + std::min(changed.size(), i + n));
+    i += n;
+  }
+  bool ok = true;
+  int committed_chunks = 0;
+  for (size_t c = 0; c < chunks.size() && ok; ++c) {
+    std::vector<std::vector<int32_t>> rows = current->physical_to_logical();
+    for (int layer : chunks[c]) rows[layer] = next->physical_to_logical(layer);
+    auto step_map =
+        PlacementMap::Create(layout_.num_logical(), layout_.num_physical(), std::move(rows));
+    if (!step_map.ok()) {
+      ok = false;
+      MutexLock lock(&mu_);
+      rollout_.failure = std::string(step_map.status().message());
+      break;
+    }
+    auto step = std::make_shared<const PlacementMap>(*std::move(step_map));
+    const uint64_t version = base + 1 + c;
+    {
+      MutexLock lock(&mu_);
+      rollout_.version = version;
+      rollout_.failure.clear();
+    }
+    rec.version = version;
+    ok = RolloutVersion(*step, chunks[c], base + c, version, dead);
+    if (!ok) break;
+    MutexLock lock(&mu_);
+    version_ = version;
+    map_ = step;
+    aggregator_.SetMap(version_, map_);
+    for (auto& [id, w] : workers_) {
+      if (!w.dead) w.applied_version = version_;
+    }
+    if (absl::Status st = SaveState(); !st.ok()) {
+      rec.reason = absl::StrCat(rec.reason, "; ", st.message());
+    }
+    current = step;
+    ++committed_chunks;
+  }
+  MutexLock lock(&mu_);
+  rollout_active_ = false;
+  if (committed_chunks > 0) last_rebalance_ = options_.now();
+  if (chunks.size() > 1) {
+    rec.reason = absl::StrCat(rec.reason, "; ", committed_chunks, " of ", chunks.size(),
+                              " rollouts of <= ", per_rollout, " layers committed");
+  }
+  if (ok) {
+    rec.result = "committed";
+    metrics_->experts_moved.Increment(static_cast<double>(rec.experts_moved));
+  } else {
+    rec.result = "aborted";
+    rec.reason = absl::StrCat(rec.reason, ": ", rollout_.failure);
+  }
+  Record(rec);
+  UpdateGauges();
+  return rec;
+}
+
+bool Controller::RolloutVersion(const PlacementMap& next, const std::vector<int>& layers,
+                                uint64_t base, uint64_t version, const std::vector<int>& dead) {
   v1::PlacementUpdate prepare;
   prepare.set_phase(v1::PlacementUpdate::PREPARE);
-  prepare.set_version(rec.version);
+  prepare.set_version(version);
   prepare.set_base_version(base);
-  FillPlacement(*next, changed, std::set<int>(dead.begin(), dead.end()), rec.version,
+  FillPlacement(next, layers, std::set<int>(dead.begin(), dead.end()), version,
                 prepare.mutable_placement());
   const bool ok = RunPhase(prepare);
   if (ok) {
     v1::PlacementUpdate commit;
     commit.set_phase(v1::PlacementUpdate::COMMIT);
-    commit.set_version(rec.version);
+    commit.set_version(version);
     // The step boundary: workers switch at their first step >= this (0: the next one).
     commit.set_switch_step(0);
     // Workers that fail to confirm the commit are marked dead by RunPhase and resync later.
@@ -482,7 +550,7 @@ RebalanceRecord Controller::Rebalance(const std::string& reason, bool force) {
   } else {
     v1::PlacementUpdate abort;
     abort.set_phase(v1::PlacementUpdate::ABORT);
-    abort.set_version(rec.version);
+    abort.set_version(version);
     std::vector<std::shared_ptr<UpdateSink>> sinks;
     {
       MutexLock lock(&mu_);
@@ -492,28 +560,7 @@ RebalanceRecord Controller::Rebalance(const std::string& reason, bool force) {
     }
     for (auto& s : sinks) s->Send(abort);
   }
-  MutexLock lock(&mu_);
-  rollout_active_ = false;
-  if (ok) {
-    version_ = rec.version;
-    map_ = next;
-    aggregator_.SetMap(version_, map_);
-    last_rebalance_ = options_.now();
-    rec.result = "committed";
-    if (absl::Status s = SaveState(); !s.ok()) {
-      rec.reason = absl::StrCat(rec.reason, "; ", s.message());
-    }
-    metrics_->experts_moved.Increment(static_cast<double>(rec.experts_moved));
-    for (auto& [id, w] : workers_) {
-      if (!w.dead) w.applied_version = version_;
-    }
-  } else {
-    rec.result = "aborted";
-    rec.reason = absl::StrCat(rec.reason, ": ", rollout_.failure);
-  }
-  Record(rec);
-  UpdateGauges();
-  return rec;
+  return ok;
 }
 
 void Controller::SetPolicy(const ControllerPolicy& policy) {
@@ -609,6 +656,7 @@ v1::GetStatusResponse Controller::Status() const {
   p->set_hysteresis(policy_.hysteresis);
   p->set_min_interval_ms(static_cast<int32_t>(absl::ToInt64Milliseconds(policy_.min_interval)));
   p->set_max_moves_per_rebalance(static_cast<int32_t>(policy_.max_moves));
+  p->set_layers_per_rollout_step(policy_.layers_per_rollout);
   p->set_algorithm(policy_.algorithm);
   p->set_paused(policy_.paused);
   for (int r : dead_ranks_) s.add_dead_ranks(r);

@@ -56,6 +56,9 @@ struct ControllerPolicy {
   double hysteresis = 0.01;             // after a rebalance, require trigger - hysteresis
   absl::Duration min_interval = absl::Seconds(30);
   int64_t max_moves = -1;  // per rebalance; < 0 unlimited
+  // At most this many changed layers per version (a rebalance becomes several rollouts, each
+  // staged at one step boundary): bounds workers' staging memory and stall. 0: all at once.
+  int layers_per_rollout = 0;
   std::string algorithm = "incremental";
   bool paused = false;
 };
@@ -138,6 +141,9 @@ class Controller {
   absl::Status LoadState();
   absl::Status SaveState() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   RebalanceRecord Rebalance(const std::string& reason, bool force) ABSL_LOCKS_EXCLUDED(mu_);
+  // PREPARE (the given layers of `next`, based on `base`), then COMMIT or ABORT; true: committed.
+  bool RolloutVersion(const PlacementMap& next, const std::vector<int>& layers, uint64_t base,
+                      uint64_t version, const std::vector<int>& dead) ABSL_LOCKS_EXCLUDED(mu_);
   // Sends one phase to every live worker and waits for all answers; false on NACK/timeout/loss.
   bool RunPhase(const v1::PlacementUpdate& update) ABSL_LOCKS_EXCLUDED(mu_);
   double ObservedBalancedness(absl::Time now) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

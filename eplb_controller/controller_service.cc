@@ -119,10 +119,11 @@ grpc::Status AdminService::SetPolicy(grpc::ServerContext*, const v1::SetPolicyRe
                             "balanced or deepseek");
   }
   if (p.trigger_balancedness() < 0 || p.trigger_balancedness() > 1 ||
-      p.min_balancedness_gain() < 0 || p.hysteresis() < 0 || p.min_interval_ms() < 0) {
+      p.min_balancedness_gain() < 0 || p.hysteresis() < 0 || p.min_interval_ms() < 0 ||
+      p.layers_per_rollout_step() < 0) {
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                        "policy values out of range: trigger in [0,1], gain, hysteresis and "
-                        "interval >= 0");
+                        "policy values out of range: trigger in [0,1], gain, hysteresis, "
+                        "interval and layers per rollout step >= 0");
   }
   ControllerPolicy c = controller_->policy();
   c.trigger_balancedness = p.trigger_balancedness();
@@ -130,6 +131,7 @@ grpc::Status AdminService::SetPolicy(grpc::ServerContext*, const v1::SetPolicyRe
   c.hysteresis = p.hysteresis();
   c.min_interval = absl::Milliseconds(p.min_interval_ms());
   c.max_moves = p.max_moves_per_rebalance() > 0 ? p.max_moves_per_rebalance() : -1;
+  c.layers_per_rollout = p.layers_per_rollout_step();
   if (!p.algorithm().empty()) c.algorithm = p.algorithm();
   c.paused = p.paused();
   controller_->SetPolicy(c);

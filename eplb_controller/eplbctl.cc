@@ -530,6 +530,8 @@ absl::StatusOr<Json> StatusCmd(const Flags& f) {
   j["policy"] = {{"algorithm", s.policy().algorithm()},
                  {"trigger_balancedness", s.policy().trigger_balancedness()},
                  {"min_balancedness_gain", s.policy().min_balancedness_gain()},
+                 {"layers_per_rollout", s.policy().layers_per_rollout_step()},
+                 {"max_moves", s.policy().max_moves_per_rebalance()},
                  {"paused", s.policy().paused()}};
   return j;
 }

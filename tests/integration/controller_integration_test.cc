@@ -267,6 +267,30 @@ TEST_F(ControllerIntegrationTest, SkewedLoadRollsOutAndEveryWorkerAcks) {
   EXPECT_THAT(m, HasSubstr("eplb_controller_nacks_total 0"));
 }
 
+TEST_F(ControllerIntegrationTest, LayerPacingRollsOutOneLayerPerVersion) {
+  Start();
+  ControllerPolicy p = controller_->policy();
+  p.layers_per_rollout = 1;
+  controller_->SetPolicy(p);
+  AddWorkers({Behaviour::kAck, Behaviour::kAck, Behaviour::kAck, Behaviour::kAck});
+  ReportSkew();  // both layers skewed: both change
+  const RebalanceRecord r = controller_->Step();
+  ASSERT_EQ(r.result, "committed") << r.reason;
+  EXPECT_THAT(r.reason, HasSubstr("2 of 2 rollouts of <= 1 layers committed"));
+  EXPECT_EQ(controller_->version(), 3u);  // 1 -> 2 (one layer) -> 3 (the other)
+  for (auto& w : workers_) {
+    EXPECT_EQ(w->applied(), 3u);
+    EXPECT_THAT(w->phases(),
+                ::testing::ElementsAre(v1::PlacementUpdate::PREPARE, v1::PlacementUpdate::COMMIT,
+                                       v1::PlacementUpdate::PREPARE, v1::PlacementUpdate::COMMIT));
+    EXPECT_EQ(w->prepared().placement().layers_size(), 1);  // the last PREPARE: one layer
+    EXPECT_EQ(w->prepared().base_version(), 2u);
+  }
+  // The controller serves the whole plan at the end.
+  EXPECT_EQ(controller_->CurrentPlacement().layers_size(), kLayers);
+  EXPECT_THAT(Metrics(), HasSubstr("eplb_controller_map_version 3"));
+}
+
 TEST_F(ControllerIntegrationTest, OneNackAbortsTheVersionForEveryone) {
   Start();
   AddWorkers({Behaviour::kAck, Behaviour::kNack, Behaviour::kAck, Behaviour::kAck});
