@@ -1,5 +1,6 @@
 #include "core/move_plan.h"
 
+#include <algorithm>
 #include <map>
 #include <vector>
 
@@ -18,6 +19,13 @@ const char* TransferKindName(TransferKind k) {
       return "peer";
   }
   return "unknown";
+}
+
+int64_t MovePlan::MaxRowsPerRank() const {
+  std::map<int, int64_t> rows;
+  int64_t most = 0;
+  for (const Transfer& t : transfers) most = std::max(most, ++rows[t.dst_rank]);
+  return most;
 }
 
 std::vector<Transfer> MovePlan::ForRank(int rank) const {

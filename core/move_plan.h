@@ -53,6 +53,9 @@ struct MovePlan {
 
   // The entries a rank takes part in: as receiver (dst_rank) or as peer source (src_rank).
   std::vector<Transfer> ForRank(int rank) const;
+  // The most rows any one rank receives (its staging need for the whole plan). The same on
+  // every rank, so a capacity check against it fails everywhere or nowhere.
+  int64_t MaxRowsPerRank() const;
 };
 
 // Fails when the maps' shapes differ from the layout's, or an expert that must be received has

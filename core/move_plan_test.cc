@@ -109,6 +109,9 @@ TEST(MovePlanTest, KindsAndEvenSpread) {
   }
   EXPECT_EQ(from[0], 1);  // two receivers spread over the two sources
   EXPECT_EQ(from[1], 1);
+  // Ranks 0, 2 and 3 each rewrite both rows: staging for 2 rows per rank.
+  EXPECT_EQ(plan->MaxRowsPerRank(), 2);
+  EXPECT_EQ(MovePlan().MaxRowsPerRank(), 0);
 }
 
 TEST(MovePlanTest, DeadSourcesAreNotUsed) {

@@ -12,12 +12,12 @@ namespace eplb {
 
 absl::StatusOr<std::unique_ptr<GpuWeightBackend>> GpuWeightBackend::Create(
     const ExpertLayout& layout, int num_layers, int rank, int64_t row_bytes,
-    CheckpointReader checkpoint, const ncclUniqueId& id, int window) {
+    CheckpointReader checkpoint, const ncclUniqueId& id, int window, int staging_rows) {
   NcclMoverOptions o;
   o.num_layers = num_layers;
   o.row_bytes = row_bytes;
   o.window = window;
-  o.staging_layers = num_layers;
+  o.staging_rows = staging_rows;
   auto mover = NcclMover::CreateForRank(layout, o, rank, id);
   if (!mover.ok()) return mover.status();
   std::unique_ptr<GpuWeightBackend> b(
@@ -64,6 +64,15 @@ absl::Status GpuWeightBackend::Stage(const MovePlan& plan, const PlacementMap& n
                      "): the communicator spans them; restart the job without them"));
   }
   Abort();
+  // Every rank computes the same need from the same plan, so all refuse together (before any
+  // NCCL call) or none does.
+  const int64_t need = plan.MaxRowsPerRank();
+  if (need > mover_->staging_rows()) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "this rollout stages up to ", need, " rows on one rank; staging holds ",
+        mover_->staging_rows(), " (", mover_->staging_rows() / layout_.routed_slots_per_rank(),
+        " layers' worth): roll out fewer layers at a time (controller layers_per_rollout)"));
+  }
   const auto t0 = std::chrono::steady_clock::now();
   const int64_t before = mover_->bytes_received();
   for (int layer = 0; layer < num_layers_; ++layer) {
@@ -106,6 +115,7 @@ absl::StatusOr<int64_t> GpuWeightBackend::Commit() {
 }
 
 void GpuWeightBackend::Abort() {
+  mover_->Release();
   staged_ = MovePlan();
   has_staged_ = false;
 }

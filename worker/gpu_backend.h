@@ -1,7 +1,9 @@
 // GpuWeightBackend: one rank's expert rows in GPU memory, moved over NCCL (one process per GPU,
 // as in a serving engine). The rows are [layers][L + S][row_bytes] in device memory at stable
-// addresses (the engine's kernels and captured CUDA graphs read them in place); staging holds
-// every layer's changed rows between PREPARE and COMMIT.
+// addresses (the engine's kernels and captured CUDA graphs read them in place); staging is a
+// pool of `staging_rows` rows (default L: one layer's worth) that holds a rollout's received rows
+// between PREPARE and COMMIT. A rollout that needs more is refused (ResourceExhausted) on every
+// rank alike, before any transfer; the controller's layers_per_rollout keeps rollouts within it.
 //
 // Staging is collective (NCCL send/recv between ranks), so WorkerRuntime runs PREPARE and COMMIT
 // at step boundaries all ranks agree on. Integrity: every staged row is copied back and its
@@ -36,7 +38,7 @@ class GpuWeightBackend : public WeightBackend {
   // On the current CUDA device; every rank calls it with the same `id` (ncclGetUniqueId).
   static absl::StatusOr<std::unique_ptr<GpuWeightBackend>> Create(
       const ExpertLayout& layout, int num_layers, int rank, int64_t row_bytes,
-      CheckpointReader checkpoint, const ncclUniqueId& id, int window = 32);
+      CheckpointReader checkpoint, const ncclUniqueId& id, int window = 32, int staging_rows = 0);
 
   int64_t row_bytes() const override { return mover_->row_bytes(); }
   bool collective() const override { return true; }

@@ -31,10 +31,9 @@ absl::Status CheckOptions(const ExpertLayout& layout, const NcclMoverOptions& op
         absl::StrCat("row_bytes=", options.row_bytes, ", num_layers=", options.num_layers,
                      ", window=", options.window, " must all be positive"));
   }
-  if (options.staging_layers != 1 && options.staging_layers != options.num_layers) {
-    return absl::InvalidArgumentError(absl::StrCat("staging_layers=", options.staging_layers,
-                                                   " must be 1 or num_layers (", options.num_layers,
-                                                   ")"));
+  if (options.staging_rows < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("staging_rows=", options.staging_rows, " must be >= 0 (0: one layer)"));
   }
   (void)layout;
   return absl::OkStatus();
@@ -45,8 +44,9 @@ absl::Status CheckOptions(const ExpertLayout& layout, const NcclMoverOptions& op
 absl::Status NcclMover::Allocate(int r) {
   const size_t live_bytes =
       static_cast<size_t>(options_.num_layers) * layout_.slots_per_rank() * options_.row_bytes;
-  const size_t staging_bytes = static_cast<size_t>(options_.staging_layers) *
-                               layout_.routed_slots_per_rank() * options_.row_bytes;
+  const size_t staging_bytes = static_cast<size_t>(staging_rows_) * options_.row_bytes;
+  free_[r].clear();
+  for (int i = staging_rows_ - 1; i >= 0; --i) free_[r].push_back(i);
   EPLB_CUDA_RETURN_IF_ERROR(cudaSetDevice(device_[r]));
   EPLB_CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&streams_[r], cudaStreamNonBlocking));
   EPLB_CUDA_RETURN_IF_ERROR(cudaMalloc(&live_[r], live_bytes));
@@ -72,6 +72,9 @@ absl::StatusOr<std::unique_ptr<NcclMover>> NcclMover::CreateSingleProcess(
   m->streams_.resize(w, nullptr);
   m->live_.resize(w, nullptr);
   m->staging_.resize(w, nullptr);
+  m->free_.resize(w);
+  m->staging_rows_ =
+      options.staging_rows > 0 ? options.staging_rows : layout.routed_slots_per_rank();
   for (int r = 0; r < w; ++r) {
     if (absl::Status s = m->Allocate(r); !s.ok()) return s;
   }
@@ -93,6 +96,9 @@ absl::StatusOr<std::unique_ptr<NcclMover>> NcclMover::CreateForRank(const Expert
   m->streams_.resize(w, nullptr);
   m->live_.resize(w, nullptr);
   m->staging_.resize(w, nullptr);
+  m->free_.resize(w);
+  m->staging_rows_ =
+      options.staging_rows > 0 ? options.staging_rows : layout.routed_slots_per_rank();
   EPLB_CUDA_RETURN_IF_ERROR(cudaGetDevice(&m->device_[rank]));
   EPLB_NCCL_RETURN_IF_ERROR(ncclCommInitRank(&m->comms_[rank], w, id, rank));
   if (absl::Status s = m->Allocate(rank); !s.ok()) return s;
@@ -117,13 +123,38 @@ uint8_t* NcclMover::Row(int rank, int layer, int row) const {
 }
 
 uint8_t* NcclMover::Staging(int rank, int layer, int row) const {
-  const int slot = options_.staging_layers == 1 ? 0 : layer;
-  return staging_[rank] +
-         (static_cast<size_t>(slot) * layout_.routed_slots_per_rank() + row) * options_.row_bytes;
+  auto it = slot_.find({rank, layer, row});
+  if (it == slot_.end()) return nullptr;
+  return staging_[rank] + static_cast<size_t>(it->second) * options_.row_bytes;
+}
+
+void NcclMover::Release() {
+  for (const auto& [key, slot] : slot_) free_[std::get<0>(key)].push_back(slot);
+  slot_.clear();
 }
 
 absl::Status NcclMover::Stage(const MovePlan& plan, int layer) {
   const int64_t n = options_.row_bytes;
+  // Staging rows for everything this process receives in the layer, before enqueuing anything.
+  std::map<int, int> need;
+  for (const Transfer& t : plan.transfers) {
+    if (t.layer == layer && is_local(t.dst_rank) && !slot_.count({t.dst_rank, layer, t.dst_row})) {
+      ++need[t.dst_rank];
+    }
+  }
+  for (const auto& [rank, rows] : need) {
+    if (rows > static_cast<int>(free_[rank].size())) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("layer ", layer, " stages ", rows, " rows on rank ", rank, "; ",
+                       free_[rank].size(), " of ", staging_rows_, " staging rows are free"));
+    }
+  }
+  for (const Transfer& t : plan.transfers) {
+    if (t.layer == layer && is_local(t.dst_rank) && !slot_.count({t.dst_rank, layer, t.dst_row})) {
+      slot_[{t.dst_rank, layer, t.dst_row}] = free_[t.dst_rank].back();
+      free_[t.dst_rank].pop_back();
+    }
+  }
   std::vector<const Transfer*> peers;
   for (const Transfer& t : plan.transfers) {
     if (t.layer != layer) continue;
@@ -173,9 +204,23 @@ absl::Status NcclMover::Commit(const MovePlan& plan, int layer) {
   for (const Transfer& t : plan.transfers) {
     if (t.layer != layer || !is_local(t.dst_rank)) continue;
     EPLB_CUDA_RETURN_IF_ERROR(cudaSetDevice(device_[t.dst_rank]));
-    EPLB_CUDA_RETURN_IF_ERROR(
-        cudaMemcpyAsync(Row(t.dst_rank, layer, t.dst_row), Staging(t.dst_rank, layer, t.dst_row),
-                        options_.row_bytes, cudaMemcpyDeviceToDevice, streams_[t.dst_rank]));
+    uint8_t* staged = Staging(t.dst_rank, layer, t.dst_row);
+    if (staged == nullptr) {
+      return absl::FailedPreconditionError(absl::StrCat("rank ", t.dst_rank, " layer ", layer,
+                                                        " row ", t.dst_row, " was not staged"));
+    }
+    EPLB_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(Row(t.dst_rank, layer, t.dst_row), staged,
+                                              options_.row_bytes, cudaMemcpyDeviceToDevice,
+                                              streams_[t.dst_rank]));
+  }
+  // The copies are stream-ordered before any later staging into these rows: free them now.
+  for (auto it = slot_.begin(); it != slot_.end();) {
+    if (std::get<1>(it->first) == layer) {
+      free_[std::get<0>(it->first)].push_back(it->second);
+      it = slot_.erase(it);
+    } else {
+      ++it;
+    }
   }
   return absl::OkStatus();
 }

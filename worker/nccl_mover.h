@@ -1,12 +1,14 @@
 // NcclMover: applies a move plan between GPUs over NCCL (the GPU twin of CpuMover).
 //
 // Per rank: the live expert rows of every layer in device memory ([layers][L + S][row_bytes]) and
-// one layer of staging memory (L rows). Stage(layer) enqueues, in the plan's order, which every
-// rank derives identically: local copies from live rows into staging; peer transfers as grouped
-// ncclSend/ncclRecv in bounded windows (`window` transfers per group: one huge group can hang
-// NCCL); then the after-peer copies inside staging. Live rows are only read. Commit(layer) then
-// copies the changed rows from staging into the live rows, in place, so pointers captured in CUDA
-// graphs stay valid. Shared rows are never touched.
+// a pool of staging rows (default L: one layer's worth). Stage(layer) takes a staging row for
+// every row the rank receives in that layer (ResourceExhausted, before anything is enqueued, if
+// the pool is short) and enqueues, in the plan's order, which every rank derives identically:
+// local copies from live rows into staging; peer transfers as grouped ncclSend/ncclRecv in
+// bounded windows (`window` transfers per group: one huge group can hang NCCL); then the
+// after-peer copies inside staging. Live rows are only read. Commit(layer) then copies the
+// changed rows from staging into the live rows, in place, so pointers captured in CUDA graphs
+// stay valid, and returns the layer's staging rows to the pool. Shared rows are never touched.
 //
 // Either one process drives all GPUs (CreateSingleProcess: ncclCommInitAll, tests and
 // benchmarks), or each process drives one rank on its current device (CreateForRank: every rank
@@ -21,7 +23,9 @@
 #include <nccl.h>
 
 #include <cstdint>
+#include <map>
 #include <memory>
+#include <tuple>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -35,9 +39,9 @@ struct NcclMoverOptions {
   int num_layers = 1;
   int64_t row_bytes = 0;
   int window = 32;  // peer transfers per NCCL group
-  // Layers of staging memory (L rows each): 1 (stage, commit, next layer) or num_layers (stage
-  // every layer, then commit them all: a PREPARE/COMMIT rollout).
-  int staging_layers = 1;
+  // Staging rows per rank (0: L, one layer). Stage then commit layer by layer needs L; a
+  // PREPARE that stages several layers before COMMIT needs the plan's MaxRowsPerRank().
+  int staging_rows = 0;
 };
 
 class NcclMover {
@@ -52,8 +56,11 @@ class NcclMover {
   ~NcclMover();
   bool is_local(int rank) const { return comms_[rank] != nullptr; }
   cudaStream_t stream(int rank) const { return streams_[rank]; }
-  // Device pointer of a staged row (valid between Stage and Commit).
+  // Device pointer of a staged row (valid between Stage and Commit), or null.
   uint8_t* StagedRow(int rank, int layer, int row) const { return Staging(rank, layer, row); }
+  int staging_rows() const { return staging_rows_; }
+  // Returns every staging row to the pool (an aborted version).
+  void Release();
 
   // Device pointer of a live row.
   uint8_t* Row(int rank, int layer, int row) const;
@@ -76,7 +83,11 @@ class NcclMover {
   std::vector<int> device_;        // per rank
   std::vector<cudaStream_t> streams_;
   std::vector<uint8_t*> live_;     // per rank: [layers][L + S][row_bytes]
-  std::vector<uint8_t*> staging_;  // per rank: [L][row_bytes]
+  std::vector<uint8_t*> staging_;  // per rank: [staging_rows][row_bytes]
+  int staging_rows_ = 0;
+  // (rank, layer, row) -> staging row in use; free staging rows per rank.
+  std::map<std::tuple<int, int, int>, int> slot_;
+  std::vector<std::vector<int>> free_;
   int64_t bytes_received_ = 0;
 };
 

@@ -127,7 +127,9 @@ def run_live(args, world, tmp, name, shape, row_bytes, rank_flags):
          "--ep_size=%d" % world, "--num_shared=1", "--num_nodes=1",
          "--num_layers=%d" % shape["layers"], "--bytes_per_expert=%d" % row_bytes,
          "--interval=50ms", "--min_rebalance_interval=0s", "--trigger_balancedness=0.97",
-         "--min_gain=0.01", "--window=%s" % args.window, "--rollout_timeout=30s"],
+         "--min_gain=0.01", "--window=%s" % args.window, "--rollout_timeout=30s",
+         # One layer per rollout: the ranks' staging holds one layer (L rows).
+         "--layers_per_rollout=1"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         port = None

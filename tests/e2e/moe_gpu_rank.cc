@@ -66,6 +66,7 @@ ABSL_FLAG(bool, plant_bug, false, "route slots with the logical count (L = E / W
 ABSL_FLAG(std::string, waterfill, "exact", "exact or sglang");
 ABSL_FLAG(bool, check, true, "compute the reference and compare");
 ABSL_FLAG(std::string, out, "", "write the result JSON here too");
+ABSL_FLAG(int, staging_rows, 0, "weight staging rows (0: one layer, L)");
 
 namespace eplb {
 namespace e2e {
@@ -229,7 +230,8 @@ absl::Status Rank::Setup() {
   if (!ids.ok()) return ids.status();
   const int64_t row_bytes = (3LL * h_ * i_) * static_cast<int64_t>(sizeof(float));
   ckpt_ = FfnCheckpoint(h_, i_, seed_);
-  auto backend = GpuWeightBackend::Create(*layout_, layers_, rank_, row_bytes, ckpt_, ids->mover);
+  auto backend = GpuWeightBackend::Create(*layout_, layers_, rank_, row_bytes, ckpt_, ids->mover,
+                                          /*window=*/32, absl::GetFlag(FLAGS_staging_rows));
   if (!backend.ok()) return backend.status();
   gpu_ = backend->get();
   WorkerOptions o;
