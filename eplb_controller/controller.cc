@@ -25,8 +25,10 @@ using Json = nlohmann::json;
 namespace {
 
 // Writes the given layers of `map` (all when `layers` is empty) into `out`, with the dead ranks.
+// With a `base` map (an update), a layer goes in the sparse form when that is smaller.
 void FillPlacement(const PlacementMap& map, const std::vector<int>& layers,
-                   const std::set<int>& dead_ranks, uint64_t version, v1::Placement* out) {
+                   const std::set<int>& dead_ranks, uint64_t version, v1::Placement* out,
+                   const PlacementMap* base = nullptr) {
   out->set_version(version);
   std::vector<int> all;
   if (layers.empty()) {
@@ -35,7 +37,22 @@ void FillPlacement(const PlacementMap& map, const std::vector<int>& layers,
   for (int l : layers.empty() ? all : layers) {
     v1::LayerMap* lm = out->add_layers();
     lm->set_layer(l);
-    for (int32_t e : map.physical_to_logical(l)) lm->add_physical_to_logical(e);
+    const std::vector<int32_t>& row = map.physical_to_logical(l);
+    if (base != nullptr) {
+      const std::vector<int32_t>& old = base->physical_to_logical(l);
+      std::vector<int32_t> changed;
+      for (size_t p = 0; p < row.size(); ++p) {
+        if (row[p] != old[p]) changed.push_back(static_cast<int32_t>(p));
+      }
+      if (2 * changed.size() < row.size()) {
+        for (int32_t p : changed) {
+          lm->add_changed_physical(p);
+          lm->add_changed_logical(row[p]);
+        }
+        continue;
+      }
+    }
+    for (int32_t e : row) lm->add_physical_to_logical(e);
   }
   for (int r : dead_ranks) out->add_dead_ranks(r);
 }
@@ -270,9 +287,15 @@ absl::Status Controller::ReportLoad(const v1::LoadReport& report) {
   if (absl::Status s = aggregator_.Add(report.map_version(), ranks, options_.now()); !s.ok()) {
     return reject(s);
   }
-  w.last_report = options_.now();
+  const absl::Time now = options_.now();
+  w.last_report = now;
   metrics_->reports.Add({{"result", "accepted"}}).Increment();
-  metrics_->balancedness.Set(ObservedBalancedness(options_.now()));
+  // The gauge sums the whole window (layers x ranks x buckets): at most every 250 ms, not per
+  // report (256 workers reporting would otherwise spend most of the controller's CPU on it).
+  if (now - balancedness_updated_ >= absl::Milliseconds(250)) {
+    metrics_->balancedness.Set(ObservedBalancedness(now));
+    balancedness_updated_ = now;
+  }
   return absl::OkStatus();
 }
 
@@ -496,7 +519,7 @@ RebalanceRecord Controller::Rebalance(const std::string& reason, bool force) {
       rollout_.failure.clear();
     }
     rec.version = version;
-    ok = RolloutVersion(*step, chunks[c], base + c, version, dead);
+    ok = RolloutVersion(current.get(), *step, chunks[c], base + c, version, dead);
     if (!ok) break;
     MutexLock lock(&mu_);
     version_ = version;
@@ -530,14 +553,15 @@ RebalanceRecord Controller::Rebalance(const std::string& reason, bool force) {
   return rec;
 }
 
-bool Controller::RolloutVersion(const PlacementMap& next, const std::vector<int>& layers,
-                                uint64_t base, uint64_t version, const std::vector<int>& dead) {
+bool Controller::RolloutVersion(const PlacementMap* base_map, const PlacementMap& next,
+                                const std::vector<int>& layers, uint64_t base, uint64_t version,
+                                const std::vector<int>& dead) {
   v1::PlacementUpdate prepare;
   prepare.set_phase(v1::PlacementUpdate::PREPARE);
   prepare.set_version(version);
   prepare.set_base_version(base);
   FillPlacement(next, layers, std::set<int>(dead.begin(), dead.end()), version,
-                prepare.mutable_placement());
+                prepare.mutable_placement(), base_map);
   const bool ok = RunPhase(prepare);
   if (ok) {
     v1::PlacementUpdate commit;

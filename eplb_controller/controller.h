@@ -142,8 +142,10 @@ class Controller {
   absl::Status SaveState() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   RebalanceRecord Rebalance(const std::string& reason, bool force) ABSL_LOCKS_EXCLUDED(mu_);
   // PREPARE (the given layers of `next`, based on `base`), then COMMIT or ABORT; true: committed.
-  bool RolloutVersion(const PlacementMap& next, const std::vector<int>& layers, uint64_t base,
-                      uint64_t version, const std::vector<int>& dead) ABSL_LOCKS_EXCLUDED(mu_);
+  // `base_map` is the map of version `base` (the sparse form of the update is relative to it).
+  bool RolloutVersion(const PlacementMap* base_map, const PlacementMap& next,
+                      const std::vector<int>& layers, uint64_t base, uint64_t version,
+                      const std::vector<int>& dead) ABSL_LOCKS_EXCLUDED(mu_);
   // Sends one phase to every live worker and waits for all answers; false on NACK/timeout/loss.
   bool RunPhase(const v1::PlacementUpdate& update) ABSL_LOCKS_EXCLUDED(mu_);
   double ObservedBalancedness(absl::Time now) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -167,6 +169,7 @@ class Controller {
   bool rollout_active_ ABSL_GUARDED_BY(mu_) = false;
   absl::Time last_rebalance_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   std::vector<RebalanceRecord> recent_ ABSL_GUARDED_BY(mu_);
+  absl::Time balancedness_updated_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   double predicted_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t next_session_ ABSL_GUARDED_BY(mu_) = 1;
 };

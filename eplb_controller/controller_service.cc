@@ -1,41 +1,41 @@
 #include "eplb_controller/controller_service.h"
 
-#include <deque>
 #include <memory>
-#include <thread>
 
 #include "common/mutex.h"
 
 namespace eplb {
 namespace {
 
-// Queues updates for one stream; a writer thread drains them.
+// Writes updates straight into one worker's stream, from the rollout thread: no writer thread
+// and no hand-off per update (a rollout to 256 workers is 512 of them). The stream's handler
+// thread only reads; gRPC allows one reader and one writer at a time, and the mutex keeps
+// writers to one. Once the stream ends, Send fails and the worker counts as unreachable.
 class StreamSink final : public UpdateSink {
  public:
+  StreamSink(grpc::ServerContext* ctx,
+             grpc::ServerReaderWriter<v1::PlacementUpdate, v1::PlacementAnswer>* stream)
+      : ctx_(ctx), stream_(stream) {}
   bool Send(const v1::PlacementUpdate& update) override {
     MutexLock lock(&mu_);
-    if (closed_) return false;
-    queue_.push_back(update);
+    if (stream_ == nullptr) return false;
+    if (!stream_->Write(update)) {
+      stream_ = nullptr;
+      ctx_->TryCancel();
+      return false;
+    }
     return true;
   }
-  // Blocks until an update is queued or the sink closes; false when closed and empty.
-  bool Next(v1::PlacementUpdate* out) {
-    MutexLock lock(&mu_);
-    mu_.Await([this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return closed_ || !queue_.empty(); });
-    if (queue_.empty()) return false;
-    *out = std::move(queue_.front());
-    queue_.pop_front();
-    return true;
-  }
+  // The handler is returning: no more writes.
   void Close() {
     MutexLock lock(&mu_);
-    closed_ = true;
+    stream_ = nullptr;
   }
 
  private:
   Mutex mu_;
-  std::deque<v1::PlacementUpdate> queue_ ABSL_GUARDED_BY(mu_);
-  bool closed_ ABSL_GUARDED_BY(mu_) = false;
+  grpc::ServerContext* const ctx_;
+  grpc::ServerReaderWriter<v1::PlacementUpdate, v1::PlacementAnswer>* stream_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace
@@ -65,24 +65,13 @@ grpc::Status WorkerService::StreamPlacements(
     grpc::ServerReaderWriter<v1::PlacementUpdate, v1::PlacementAnswer>* stream) {
   v1::PlacementAnswer hello;
   if (!stream->Read(&hello)) return grpc::Status::OK;
-  auto sink = std::make_shared<StreamSink>();
+  auto sink = std::make_shared<StreamSink>(ctx, stream);
   if (absl::Status s = controller_->Attach(hello.worker_id(), hello.session_id(), sink); !s.ok()) {
     return ToGrpcStatus(s);
   }
-  std::thread writer([&] {
-    v1::PlacementUpdate u;
-    while (sink->Next(&u)) {
-      if (!stream->Write(u)) {
-        sink->Close();
-        ctx->TryCancel();
-        break;
-      }
-    }
-  });
   v1::PlacementAnswer a;
   while (stream->Read(&a)) controller_->OnAnswer(a);
   sink->Close();
-  writer.join();
   controller_->Detach(hello.worker_id(), sink.get());
   return grpc::Status::OK;
 }

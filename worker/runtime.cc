@@ -99,7 +99,9 @@ WorkerRuntime::WorkerRuntime(WorkerOptions options, ExpertLayout layout,
 
 namespace {
 
-// Overwrites rows[layer] for every layer the placement carries.
+// Overwrites rows[layer] for every layer the placement carries: the full form replaces the
+// layer, the sparse form changes the named physical ids of the layer already in `rows` (the
+// base version's). Shapes and values are checked later by PlacementMap::Create.
 absl::Status ApplyLayers(const v1::Placement& placement, int num_layers,
                          std::vector<std::vector<int32_t>>& rows) {
   for (const v1::LayerMap& lm : placement.layers()) {
@@ -107,7 +109,31 @@ absl::Status ApplyLayers(const v1::Placement& placement, int num_layers,
       return absl::InvalidArgumentError(
           absl::StrCat("placement layer ", lm.layer(), " is out of range [0, ", num_layers, ")"));
     }
-    rows[lm.layer()].assign(lm.physical_to_logical().begin(), lm.physical_to_logical().end());
+    std::vector<int32_t>& row = rows[lm.layer()];
+    const bool sparse = lm.changed_physical_size() > 0 || lm.changed_logical_size() > 0;
+    if (!sparse) {
+      row.assign(lm.physical_to_logical().begin(), lm.physical_to_logical().end());
+      continue;
+    }
+    if (lm.physical_to_logical_size() > 0 ||
+        lm.changed_physical_size() != lm.changed_logical_size()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "placement layer ", lm.layer(), " mixes the full and sparse forms or has ",
+          lm.changed_physical_size(), " changed ids for ", lm.changed_logical_size(), " experts"));
+    }
+    if (row.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "placement layer ", lm.layer(), " is sparse, but there is no base map to apply it to"));
+    }
+    for (int i = 0; i < lm.changed_physical_size(); ++i) {
+      const int32_t p = lm.changed_physical(i);
+      if (p < 0 || p >= static_cast<int32_t>(row.size())) {
+        return absl::InvalidArgumentError(absl::StrCat("placement layer ", lm.layer(),
+                                                       ": changed physical id ", p,
+                                                       " is out of range [0, ", row.size(), ")"));
+      }
+      row[p] = lm.changed_logical(i);
+    }
   }
   return absl::OkStatus();
 }

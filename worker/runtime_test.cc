@@ -207,5 +207,73 @@ TEST_F(CollectiveRuntimeTest, InvalidUpdatesAreNackedAtOnceAndNeverWait) {
   EXPECT_THAT(Boundary(), ::testing::ElementsAre("", ""));
 }
 
+// Updates may carry a layer in the sparse form (changed physical ids and their experts),
+// applied to the base version's layer.
+TEST(SparseUpdateTest, ChangedSlotsApplyToTheBaseMapAndBadOnesAreRejected) {
+  auto layout = ExpertLayout::Create(kLayout);
+  ASSERT_TRUE(layout.ok());
+  std::mt19937_64 rng(testing::FreshSeed());
+  const PlacementMap a = testing::RandomPlacement(*layout, kLayers, rng);
+  const PlacementMap b = testing::RandomPlacement(*layout, kLayers, rng);
+  CpuFabric fabric(4);
+  WorkerOptions o;
+  o.worker_id = "all";
+  o.ranks = {0, 1, 2, 3};
+  o.layout = kLayout;
+  o.num_layers = kLayers;
+  auto rt = WorkerRuntime::Create(o, &fabric);
+  ASSERT_TRUE(rt.ok()) << rt.status();
+  v1::Placement sparse_resync;
+  sparse_resync.set_version(1);
+  v1::LayerMap* bad = sparse_resync.add_layers();
+  bad->add_changed_physical(0);
+  bad->add_changed_logical(0);
+  EXPECT_THAT(std::string((*rt)->Resync(sparse_resync).message()),
+              ::testing::HasSubstr("no base map"));
+  ASSERT_TRUE((*rt)->Resync(ToProto(a, 1)).ok());
+  auto update = [&](auto fill) {
+    v1::PlacementUpdate u;
+    u.set_phase(v1::PlacementUpdate::PREPARE);
+    u.set_version(2);
+    u.set_base_version(1);
+    u.set_nonce("n");
+    u.mutable_placement()->set_version(2);
+    for (int l = 0; l < kLayers; ++l) fill(l, u.mutable_placement()->add_layers());
+    return u;
+  };
+  // Mismatched pairs and an id out of range are NACKed; the map stays.
+  v1::PlacementAnswer ans = (*rt)->OnUpdate(update([](int l, v1::LayerMap* lm) {
+    lm->set_layer(l);
+    lm->add_changed_physical(1);
+  }));
+  EXPECT_FALSE(ans.ack());
+  EXPECT_THAT(ans.error_message(), ::testing::HasSubstr("1 changed ids for 0 experts"));
+  ans = (*rt)->OnUpdate(update([&](int l, v1::LayerMap* lm) {
+    lm->set_layer(l);
+    lm->add_changed_physical(layout->num_physical());
+    lm->add_changed_logical(0);
+  }));
+  EXPECT_FALSE(ans.ack());
+  EXPECT_THAT(ans.error_message(), ::testing::HasSubstr("is out of range"));
+  EXPECT_EQ((*rt)->map()->physical_to_logical(), a.physical_to_logical());
+  // The real thing: only the differences from a to b.
+  ans = (*rt)->OnUpdate(update([&](int l, v1::LayerMap* lm) {
+    lm->set_layer(l);
+    for (int p = 0; p < layout->num_physical(); ++p) {
+      if (a.physical_to_logical(l)[p] != b.physical_to_logical(l)[p]) {
+        lm->add_changed_physical(p);
+        lm->add_changed_logical(b.physical_to_logical(l)[p]);
+      }
+    }
+  }));
+  ASSERT_TRUE(ans.ack()) << ans.error_message();
+  v1::PlacementUpdate commit;
+  commit.set_phase(v1::PlacementUpdate::COMMIT);
+  commit.set_version(2);
+  ASSERT_TRUE((*rt)->OnUpdate(commit).ack());
+  EXPECT_EQ((*rt)->map()->physical_to_logical(), b.physical_to_logical());
+  EXPECT_THAT((*rt)->Inconsistencies(), ::testing::IsEmpty());
+}
+
 }  // namespace
 }  // namespace eplb
