@@ -397,7 +397,7 @@ absl::StatusOr<Json> PlanCmd(const Flags& f) {
   if (!plan.ok()) return plan.status();
   Json j;
   j["physical_to_logical_map"] = plan->physical_to_logical;
-  j["logical_to_all_physical_map"] = plan->logical_to_all_physical;
+  j["logical_to_all_physical_map"] = plan->logical_to_all_physical.Nested();
   j["replica_count"] = plan->replica_count;
   Json st;
   st["algorithm"] = placement::AlgorithmName(o.algorithm);

@@ -1,6 +1,9 @@
 #include "eplb_controller/placement/deepseek.h"
 
 #include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <limits>
 #include <numeric>
 #include <vector>
 
@@ -22,19 +25,20 @@ Replicated Replicate(const std::vector<float>& weight, int num_phy) {
   r.rank.assign(num_phy, 0);
   r.count.assign(n, 1);
   std::iota(r.phy2log.begin(), r.phy2log.begin() + n, 0);
+  // weight / count per expert, kept up to date (only the chosen expert's changes per step).
+  std::vector<float> per(weight.begin(), weight.end());
   for (int i = n; i < num_phy; ++i) {
     int best = 0;
-    float best_v = weight[0] / static_cast<float>(r.count[0]);
+    float best_v = per[0];
     for (int j = 1; j < n; ++j) {
-      const float v = weight[j] / static_cast<float>(r.count[j]);
-      if (v > best_v) {
-        best_v = v;
-        best = j;
-      }
+      const bool more = per[j] > best_v;
+      best = more ? j : best;
+      best_v = more ? per[j] : best_v;
     }
     r.phy2log[i] = best;
     r.rank[i] = r.count[best];
     ++r.count[best];
+    per[best] = weight[best] / static_cast<float>(r.count[best]);
   }
   return r;
 }
@@ -58,16 +62,30 @@ void BalancedPacking(const std::vector<float>& weight, int num_packs, std::vecto
     std::fill(rank_in_pack.begin(), rank_in_pack.end(), 0);
     return;
   }
-  std::vector<int> order(n);
-  std::iota(order.begin(), order.end(), 0);
-  std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return weight[a] > weight[b]; });
+  // Heaviest first, ties by lower index (a stable sort's order), sorted as 64-bit keys: the
+  // weight's bits (monotonic for non-negative floats) inverted, then the index.
+  std::vector<uint64_t> keys(n);
+  for (int i = 0; i < n; ++i) {
+    uint32_t bits;
+    const float w = weight[i] == 0.0f ? 0.0f : weight[i];  // -0 sorts as 0
+    std::memcpy(&bits, &w, sizeof(bits));
+    keys[i] = (static_cast<uint64_t>(~bits) << 32) | static_cast<uint32_t>(i);
+  }
+  std::sort(keys.begin(), keys.end());
   std::vector<float> pack_weight(num_packs, 0.0f);
   std::vector<int> pack_items(num_packs, 0);
-  for (int item : order) {
-    int best = -1;
-    for (int p = 0; p < num_packs; ++p) {
-      if (pack_items[p] >= per_pack) continue;
-      if (best < 0 || pack_weight[p] < pack_weight[best]) best = p;
+  constexpr float kFull = std::numeric_limits<float>::infinity();
+  for (uint64_t key : keys) {
+    const int item = static_cast<int>(key & 0xffffffffu);
+    // The lightest pack with room, first on ties (branch-free: the loads are unpredictable).
+    // A full pack's weight reads as +inf; a pack with room is always finite.
+    int best = 0;
+    float best_w = pack_items[0] < per_pack ? pack_weight[0] : kFull;
+    for (int p = 1; p < num_packs; ++p) {
+      const float w = pack_items[p] < per_pack ? pack_weight[p] : kFull;
+      const bool lighter = w < best_w;
+      best = lighter ? p : best;
+      best_w = lighter ? w : best_w;
     }
     pack[item] = best;
     rank_in_pack[item] = pack_items[best];

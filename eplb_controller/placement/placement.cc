@@ -447,7 +447,7 @@ absl::StatusOr<Plan> ComputePlan(const Problem& pr, const Options& opt) {
 
   // Derived outputs over live rows: counts and logical_to_all_physical.
   plan.replica_count.assign(layers, std::vector<int32_t>(e_count, 0));
-  plan.logical_to_all_physical.resize(layers);
+  plan.logical_to_all_physical.data.resize(layers);
   int width = 1;
   for (int l = 0; l < layers; ++l) {
     for (int g : live) {
@@ -456,16 +456,18 @@ absl::StatusOr<Plan> ComputePlan(const Problem& pr, const Options& opt) {
     }
     for (int c : plan.replica_count[l]) width = std::max(width, c);
   }
+  plan.logical_to_all_physical.width = width;
+  std::vector<int> fill(e_count);
   for (int l = 0; l < layers; ++l) {
-    auto& l2p = plan.logical_to_all_physical[l];
-    l2p.assign(e_count, std::vector<int32_t>(width, -1));
-    std::vector<int> fill(e_count, 0);
+    auto& l2p = plan.logical_to_all_physical.data[l];
+    l2p.assign(static_cast<size_t>(e_count) * width, -1);
+    std::fill(fill.begin(), fill.end(), 0);
     for (int g : live) {
       for (int p = g * rows; p < (g + 1) * rows; ++p) {
         const int32_t e = plan.physical_to_logical[l][p];
         // DeepSeek orders a row by replica rank (0 = the original); ours by physical id.
         const int pos = opt.algorithm == Algorithm::kDeepSeek ? replica_rank[l][p] : fill[e];
-        l2p[e][pos] = p;
+        l2p[static_cast<size_t>(e) * width + pos] = p;
         ++fill[e];
       }
     }
@@ -473,6 +475,16 @@ absl::StatusOr<Plan> ComputePlan(const Problem& pr, const Options& opt) {
   plan.stats = EvaluatePlacement(pr, plan.physical_to_logical, opt.current, opt.bytes_per_expert);
   plan.stats.target_met = target_met;
   return plan;
+}
+
+std::vector<std::vector<std::vector<int32_t>>> ReplicaTable::Nested() const {
+  std::vector<std::vector<std::vector<int32_t>>> out(data.size());
+  for (size_t l = 0; l < data.size(); ++l) {
+    for (size_t i = 0; width > 0 && i < data[l].size(); i += width) {
+      out[l].emplace_back(data[l].begin() + i, data[l].begin() + i + width);
+    }
+  }
+  return out;
 }
 
 }  // namespace placement

@@ -28,6 +28,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "absl/types/span.h"
 #include "core/formats.h"
 #include "core/placement_map.h"
 
@@ -88,10 +89,22 @@ struct PlanStats {
   bool target_met = true;
 };
 
+// logical_to_all_physical as one dense array per layer, -1 padded to `width` (the most replicas
+// any expert has): [layers][E * width]. Row(l, e) is expert e's list.
+struct ReplicaTable {
+  int width = 0;
+  std::vector<std::vector<int32_t>> data;
+  absl::Span<const int32_t> Row(int layer, int e) const {
+    return absl::MakeConstSpan(data[layer].data() + static_cast<size_t>(e) * width, width);
+  }
+  // Nested form [layers][E][width] (JSON output).
+  std::vector<std::vector<std::vector<int32_t>>> Nested() const;
+};
+
 struct Plan {
-  std::vector<std::vector<int32_t>> physical_to_logical;                   // [layers][P]
-  std::vector<std::vector<std::vector<int32_t>>> logical_to_all_physical;  // [layers][E][X]
-  std::vector<std::vector<int32_t>> replica_count;                         // [layers][E]
+  std::vector<std::vector<int32_t>> physical_to_logical;  // [layers][P]
+  ReplicaTable logical_to_all_physical;                   // [layers][E][X], dense
+  std::vector<std::vector<int32_t>> replica_count;        // [layers][E]
   std::vector<int> dead_ranks;
   PlanStats stats;
 };

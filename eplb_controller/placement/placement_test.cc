@@ -46,7 +46,7 @@ TEST(DeepSeekTest, ReproducesTheReadmeExample) {
   // logical_to_all_physical by replica rank: the first entry of each row is the original.
   for (int l = 0; l < 2; ++l) {
     for (int e = 0; e < 12; ++e) {
-      const auto& row = plan->logical_to_all_physical[l][e];
+      const auto row = plan->logical_to_all_physical.Row(l, e);
       EXPECT_EQ(std::count_if(row.begin(), row.end(), [](int32_t p) { return p >= 0; }),
                 plan->replica_count[l][e]);
       for (int32_t p : row) {
@@ -221,8 +221,8 @@ TEST(PlacementTest, DeadRanksArePlannedAround) {
     auto plan = ComputePlan(pr, o);
     ASSERT_TRUE(plan.ok()) << plan.status();
     ExpectValid(*plan, pr);
-    for (const auto& row : plan->logical_to_all_physical[0]) {
-      for (int32_t p : row) {
+    for (int e = 0; e < static_cast<int>(plan->replica_count[0].size()); ++e) {
+      for (int32_t p : plan->logical_to_all_physical.Row(0, e)) {
         if (p >= 0) {
           EXPECT_TRUE(p / 6 != 3 && p / 6 != 6) << p;
         }
