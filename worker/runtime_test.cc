@@ -149,7 +149,11 @@ class CollectiveRuntimeTest : public ::testing::Test {
 
 TEST_F(CollectiveRuntimeTest, StagesAndSwitchesOnlyWhenEveryRankHoldsTheUpdate) {
   std::vector<v1::PlacementAnswer> answers;
-  auto keep = [&](const v1::PlacementAnswer& a) { answers.push_back(a); };
+  std::mutex answers_mu;  // answers come from both ranks' boundary threads
+  auto keep = [&](const v1::PlacementAnswer& a) {
+    std::lock_guard<std::mutex> l(answers_mu);
+    answers.push_back(a);
+  };
   runtimes_[0]->Submit(Update(v1::PlacementUpdate::PREPARE, 2, 1), keep);
   EXPECT_THAT(answers, ::testing::IsEmpty()) << "a collective PREPARE waits for the boundary";
   EXPECT_THAT(Boundary(), ::testing::ElementsAre("", ""));  // rank 1 does not have it yet
@@ -175,7 +179,11 @@ TEST_F(CollectiveRuntimeTest, StagesAndSwitchesOnlyWhenEveryRankHoldsTheUpdate) 
 
 TEST_F(CollectiveRuntimeTest, AnAbortOnOneRankBeforeTheBoundaryStagesNothing) {
   std::vector<v1::PlacementAnswer> answers;
-  auto keep = [&](const v1::PlacementAnswer& a) { answers.push_back(a); };
+  std::mutex answers_mu;  // answers come from both ranks' boundary threads
+  auto keep = [&](const v1::PlacementAnswer& a) {
+    std::lock_guard<std::mutex> l(answers_mu);
+    answers.push_back(a);
+  };
   for (auto& rt : runtimes_) rt->Submit(Update(v1::PlacementUpdate::PREPARE, 2, 1), keep);
   runtimes_[0]->Submit(Update(v1::PlacementUpdate::ABORT, 2, 1), keep);
   EXPECT_THAT(Boundary(), ::testing::ElementsAre("", ""));
@@ -195,7 +203,11 @@ TEST_F(CollectiveRuntimeTest, AnAbortOnOneRankBeforeTheBoundaryStagesNothing) {
 
 TEST_F(CollectiveRuntimeTest, InvalidUpdatesAreNackedAtOnceAndNeverWait) {
   std::vector<v1::PlacementAnswer> answers;
-  auto keep = [&](const v1::PlacementAnswer& a) { answers.push_back(a); };
+  std::mutex answers_mu;  // answers come from both ranks' boundary threads
+  auto keep = [&](const v1::PlacementAnswer& a) {
+    std::lock_guard<std::mutex> l(answers_mu);
+    answers.push_back(a);
+  };
   v1::PlacementUpdate stale = Update(v1::PlacementUpdate::PREPARE, 5, 1);  // based on 4
   runtimes_[0]->Submit(stale, keep);
   runtimes_[0]->Submit(Update(v1::PlacementUpdate::COMMIT, 7, 1), keep);  // never staged
