@@ -104,7 +104,9 @@ struct Controller::Metrics {
                   .Name("eplb_controller_nacks_total")
                   .Help("NACKs received from workers during rollouts.")
                   .Register(r)
-                  .Add({})) {}
+                  .Add({})),
+        reports_accepted(reports.Add({{"result", "accepted"}})),
+        reports_rejected(reports.Add({{"result", "rejected"}})) {}
 
   prometheus::Gauge& balancedness;
   prometheus::Gauge& predicted;
@@ -115,6 +117,9 @@ struct Controller::Metrics {
   prometheus::Counter& experts_moved;
   prometheus::Family<prometheus::Counter>& reports;
   prometheus::Counter& nacks;
+  // Per-report counters, looked up once (Family::Add hashes the labels under a lock).
+  prometheus::Counter& reports_accepted;
+  prometheus::Counter& reports_rejected;
 };
 
 absl::StatusOr<std::unique_ptr<Controller>> Controller::Create(
@@ -257,7 +262,7 @@ absl::StatusOr<v1::RegisterResponse> Controller::Register(const v1::RegisterRequ
 absl::Status Controller::ReportLoad(const v1::LoadReport& report) {
   MutexLock lock(&mu_);
   auto reject = [&](absl::Status s) {
-    metrics_->reports.Add({{"result", "rejected"}}).Increment();
+    metrics_->reports_rejected.Increment();
     return s;
   };
   auto it = workers_.find(report.worker_id());
@@ -282,14 +287,14 @@ absl::Status Controller::ReportLoad(const v1::LoadReport& report) {
           absl::InvalidArgumentError(absl::StrCat("worker ", report.worker_id(), " reported rank ",
                                                   rl.rank(), " which it does not serve")));
     }
-    ranks.push_back({rl.rank(), std::vector<int64_t>(rl.counts().begin(), rl.counts().end())});
+    ranks.push_back({rl.rank(), absl::MakeConstSpan(rl.counts().data(), rl.counts().size())});
   }
   if (absl::Status s = aggregator_.Add(report.map_version(), ranks, options_.now()); !s.ok()) {
     return reject(s);
   }
   const absl::Time now = options_.now();
   w.last_report = now;
-  metrics_->reports.Add({{"result", "accepted"}}).Increment();
+  metrics_->reports_accepted.Increment();
   // The gauge sums the whole window (layers x ranks x buckets): at most every 250 ms, not per
   // report (256 workers reporting would otherwise spend most of the controller's CPU on it).
   if (now - balancedness_updated_ >= absl::Milliseconds(250)) {

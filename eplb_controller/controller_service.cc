@@ -60,6 +60,23 @@ grpc::Status WorkerService::ReportLoad(grpc::ServerContext*, const v1::LoadRepor
   return grpc::Status::OK;
 }
 
+grpc::Status WorkerService::StreamLoad(
+    grpc::ServerContext*, grpc::ServerReaderWriter<v1::LoadReportAck, v1::LoadReport>* stream) {
+  v1::LoadReport r;
+  while (stream->Read(&r)) {
+    if (absl::Status s = controller_->ReportLoad(r); !s.ok()) {
+      v1::LoadReportAck a;
+      a.set_current_version(controller_->version());
+      a.set_rejected(true);
+      a.set_error_code(static_cast<int32_t>(s.code()));
+      a.set_error_message(std::string(s.message()));
+      a.set_first_step(r.first_step());
+      if (!stream->Write(a)) break;
+    }
+  }
+  return grpc::Status::OK;
+}
+
 grpc::Status WorkerService::StreamPlacements(
     grpc::ServerContext* ctx,
     grpc::ServerReaderWriter<v1::PlacementUpdate, v1::PlacementAnswer>* stream) {

@@ -23,6 +23,9 @@ class WorkerService final : public v1::EplbWorkerService::Service {
                         v1::RegisterResponse* resp) override;
   grpc::Status ReportLoad(grpc::ServerContext*, const v1::LoadReport* req,
                           v1::LoadReportAck* resp) override;
+  grpc::Status StreamLoad(
+      grpc::ServerContext* ctx,
+      grpc::ServerReaderWriter<v1::LoadReportAck, v1::LoadReport>* stream) override;
   grpc::Status StreamPlacements(
       grpc::ServerContext* ctx,
       grpc::ServerReaderWriter<v1::PlacementUpdate, v1::PlacementAnswer>* stream) override;

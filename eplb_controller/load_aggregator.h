@@ -18,6 +18,7 @@
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
+#include "absl/types/span.h"
 #include "core/expert_layout.h"
 #include "core/formats.h"
 #include "core/placement_map.h"
@@ -34,7 +35,7 @@ struct AggregationOptions {
 // One rank's counts: [num_layers][L] flattened, layer-major.
 struct RankCounts {
   int rank = 0;
-  std::vector<int64_t> counts;
+  absl::Span<const int64_t> counts;  // not owned: valid for the Add call
 };
 
 class LoadAggregator {

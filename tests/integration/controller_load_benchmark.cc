@@ -37,6 +37,8 @@ ABSL_FLAG(int, layers, 58, "MoE layers");
 ABSL_FLAG(int, report_ms, 100, "report interval per worker");
 ABSL_FLAG(int, seconds, 10, "how long to report");
 ABSL_FLAG(int, reporter_threads, 8, "client threads sending the reports");
+ABSL_FLAG(bool, stream, false,
+          "report over one StreamLoad stream per worker instead of a ReportLoad call each");
 
 namespace eplb {
 namespace {
@@ -116,7 +118,10 @@ int Main() {
     std::unique_ptr<grpc::ClientContext> ctx;
     std::unique_ptr<grpc::ClientReaderWriter<v1::PlacementAnswer, v1::PlacementUpdate>> stream;
     std::thread reader;
+    std::unique_ptr<grpc::ClientContext> load_ctx;
+    std::unique_ptr<grpc::ClientReaderWriter<v1::LoadReport, v1::LoadReportAck>> load;
   };
+  const bool streaming = absl::GetFlag(FLAGS_stream);
   std::vector<Fake> fakes(w);
   for (int i = 0; i < w; ++i) {
     Fake& f = fakes[i];
@@ -139,6 +144,10 @@ int Main() {
     hello.set_worker_id(f.id);
     hello.set_session_id(f.session);
     f.stream->Write(hello);
+    if (streaming) {
+      f.load_ctx = std::make_unique<grpc::ClientContext>();
+      f.load = stub->StreamLoad(f.load_ctx.get());
+    }
     f.reader = std::thread([&f] {
       v1::PlacementUpdate u;
       while (f.stream->Read(&u)) {
@@ -179,10 +188,14 @@ int Main() {
           rl->set_rank(i);
           for (int k = 0; k < layers * l_rows; ++k)
             rl->add_counts((i * 7 + k) % 97 + (i == 0) * 5000);
-          grpc::ClientContext ctx;
-          v1::LoadReportAck ack;
           const absl::Time t0 = absl::Now();
-          if (!stub->ReportLoad(&ctx, rep, &ack).ok()) ++errors;
+          if (streaming) {
+            if (!fakes[i].load->Write(rep)) ++errors;
+          } else {
+            grpc::ClientContext ctx;
+            v1::LoadReportAck ack;
+            if (!stub->ReportLoad(&ctx, rep, &ack).ok()) ++errors;
+          }
           latencies[t].push_back(absl::ToDoubleMicroseconds(absl::Now() - t0));
         }
         step += 10;
@@ -191,6 +204,14 @@ int Main() {
     });
   }
   for (auto& t : reporters) t.join();
+  if (streaming) {  // every report processed (the server reads to the end), rejections counted
+    for (auto& f : fakes) {
+      f.load->WritesDone();
+      v1::LoadReportAck ack;
+      while (f.load->Read(&ack)) errors += ack.rejected();
+      if (!f.load->Finish().ok()) ++errors;
+    }
+  }
   const double wall = absl::ToDoubleSeconds(absl::Now() - wall0);
   const double cpu = ProcessCpuSeconds(child) - cpu0;
   std::vector<double> all;
@@ -224,9 +245,10 @@ int Main() {
       w, layers, l_rows, absl::GetFlag(FLAGS_report_ms), wall, all.size(), all.size() / wall,
       errors.load());
   std::printf(
-      "report latency p50 %.0f us, p99 %.0f us; controller process CPU %.2f cores, %.0f reports "
+      "report latency (%s) p50 %.0f us, p99 %.0f us; controller process CPU %.2f cores, %.0f "
+      "reports "
       "per controller CPU-second\n",
-      p50, p99, cpu / wall, cpu > 0 ? all.size() / cpu : 0.0);
+      streaming ? "stream write" : "call", p50, p99, cpu / wall, cpu > 0 ? all.size() / cpu : 0.0);
   std::printf(
       "rollout: %s, version %llu, plan %.1f ms, handshake (PREPARE + COMMIT to %d workers, "
       "every ACK) %.1f ms\n",
