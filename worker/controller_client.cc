@@ -128,17 +128,47 @@ absl::Status ControllerClient::ReportNow(int64_t first_step, int64_t last_step) 
   return FromGrpc(stub_->ReportLoad(&ctx, r, &ack));
 }
 
+bool ControllerClient::StreamReport(const v1::LoadReport& r) {
+  if (load_ == nullptr) {
+    load_ctx_ = std::make_unique<grpc::ClientContext>();
+    load_ = stub_->StreamLoad(load_ctx_.get());
+    auto* stream = load_.get();
+    load_reader_ = std::thread([this, stream] {
+      v1::LoadReportAck ack;
+      while (stream->Read(&ack)) rejected_ += ack.rejected();
+    });
+  }
+  if (load_->Write(r)) return true;
+  // Broken (controller restarted or gone): close it; the next report opens a new one.
+  load_ctx_->TryCancel();
+  load_reader_.join();
+  load_->Finish().IgnoreError();
+  load_.reset();
+  return false;
+}
+
 void ControllerClient::ReportLoop() {
   while (true) {
     {
       MutexLock l(&mu_);
       if (mu_.AwaitWithTimeout([this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return stop_; },
                                options_.report_interval)) {
-        return;
+        break;
       }
     }
-    ReportNow(step_, step_ + 1).IgnoreError();  // a failed report is dropped, not retried
+    // A failed report is dropped, not retried.
+    if (options_.stream_reports) {
+      StreamReport(runtime_->TakeReport(session_id(), step_, step_ + 1));
+    } else {
+      ReportNow(step_, step_ + 1).IgnoreError();
+    }
     step_ += 1;
+  }
+  if (load_ != nullptr) {
+    load_->WritesDone();
+    load_reader_.join();
+    load_->Finish().IgnoreError();
+    load_.reset();
   }
 }
 

@@ -27,6 +27,9 @@ namespace eplb {
 struct ControllerClientOptions {
   std::string target;                                     // host:port
   absl::Duration report_interval = absl::ZeroDuration();  // 0: reports only via ReportNow
+  // Background reports go over one StreamLoad stream (cheap per report) instead of a
+  // ReportLoad call each; ReportNow always makes a call (its caller wants the status).
+  bool stream_reports = true;
   absl::Duration max_backoff = absl::Seconds(5);
 };
 
@@ -42,11 +45,15 @@ class ControllerClient {
   absl::Status ReportNow(int64_t first_step, int64_t last_step);
   std::string session_id() const;
   int reconnects() const { return reconnects_.load(); }
+  // Background reports the controller rejected (streamed ones are answered only then).
+  int rejected_reports() const { return rejected_.load(); }
 
  private:
   absl::Status Register();
   void StreamLoop();
   void ReportLoop();
+  // One background report over the stream, (re)opening it as needed; false: it failed.
+  bool StreamReport(const v1::LoadReport& r);
 
   struct AnswerWriter {
     Mutex mu;
@@ -62,6 +69,11 @@ class ControllerClient {
   std::unique_ptr<grpc::ClientContext> stream_ctx_ ABSL_GUARDED_BY(mu_);
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   std::atomic<int> reconnects_{0};
+  std::atomic<int> rejected_{0};
+  // The report stream (used by the report thread only) and the thread reading its rejections.
+  std::unique_ptr<grpc::ClientContext> load_ctx_;
+  std::unique_ptr<grpc::ClientReaderWriter<v1::LoadReport, v1::LoadReportAck>> load_;
+  std::thread load_reader_;
   int64_t step_ = 0;
   std::thread stream_thread_;
   std::thread report_thread_;

@@ -44,7 +44,8 @@ class WorkerControllerTest : public ::testing::Test {
   // separate_fabrics: the two workers stand for two processes, reaching each other's rows only
   // through shared files in one directory.
   void AddWorkers(CheckpointReader second_reader = SyntheticCheckpoint,
-                  bool separate_fabrics = false) {
+                  bool separate_fabrics = false,
+                  absl::Duration report_interval = absl::ZeroDuration()) {
     if (separate_fabrics) {
       const std::string dir = ::testing::TempDir() + "/fabric-" +
                               ::testing::UnitTest::GetInstance()->current_test_info()->name();
@@ -63,8 +64,9 @@ class WorkerControllerTest : public ::testing::Test {
       auto rt = WorkerRuntime::Create(o, separate_fabrics && w == 1 ? &fabric2_ : &fabric_);
       ASSERT_TRUE(rt.ok()) << rt.status();
       runtimes_.push_back(*std::move(rt));
-      clients_.push_back(std::make_unique<ControllerClient>(runtimes_.back().get(),
-                                                            ControllerClientOptions{target_}));
+      ControllerClientOptions co{target_};
+      co.report_interval = report_interval;
+      clients_.push_back(std::make_unique<ControllerClient>(runtimes_.back().get(), co));
       ASSERT_TRUE(clients_.back()->Start().ok());
       EXPECT_EQ(runtimes_.back()->applied_version(), 1u);
     }
@@ -160,6 +162,28 @@ TEST_F(WorkerControllerTest, APeerLostMidMoveNacksAndTheOldMapStays) {
     EXPECT_EQ(rt->applied_version(), 1u);
     EXPECT_THAT(rt->Inconsistencies(), ::testing::IsEmpty());
   }
+}
+
+TEST_F(WorkerControllerTest, BackgroundReportsStreamTheRecordedLoad) {
+  AddWorkers(SyntheticCheckpoint, false, absl::Milliseconds(20));
+  EXPECT_DOUBLE_EQ(controller_->Status().balancedness(), 1.0);  // nothing reported yet
+  for (int i = 0; i < 10; ++i) {
+    for (int layer = 0; layer < kLayers; ++layer) {
+      runtimes_[0]->RecordReceived(layer, std::vector<int64_t>(500, 0));  // rank 0, row 0
+      runtimes_[1]->RecordReceived(layer, std::vector<int64_t>(10, 17));
+    }
+    absl::SleepFor(absl::Milliseconds(30));
+  }
+  // The stream carried them: rank 0 is hot in the controller's window.
+  double b = 1.0;
+  for (int i = 0; i < 100 && b > 0.5; ++i) {
+    absl::SleepFor(absl::Milliseconds(20));
+    b = controller_->Status().balancedness();
+  }
+  EXPECT_LT(b, 0.5);
+  EXPECT_EQ(clients_[0]->rejected_reports(), 0);
+  EXPECT_EQ(clients_[1]->rejected_reports(), 0);
+  EXPECT_EQ(runtimes_[0]->PendingCounts()[0][0], 0) << "reports drain the counters";
 }
 
 TEST_F(WorkerControllerTest, ReportsCarryExactlyTheRecordedCounts) {
