@@ -22,6 +22,7 @@
 #include <climits>
 #include <cstdint>
 #include <cub/block/block_scan.cuh>
+#include <type_traits>
 
 #include "core/dispatch.h"
 #include "core/waterfill.h"
@@ -395,35 +396,39 @@ __global__ void __launch_bounds__(kThreads)
   const int step_rows = static_cast<int>(blockDim.x) / sh.k, step_cols = blockDim.x % sh.k;
   int64_t t_next = row0 + threadIdx.x / sh.k;
   int k_next = static_cast<int>(threadIdx.x % sh.k);
-  for (int64_t base = e0; base < e1; base += static_cast<int64_t>(blockDim.x) * kBatch) {
+  // One batch of B elements per thread, a blockDim apart: all loads, then all table lookups,
+  // then the stores. Full batches of kBatch while they last, then single elements, so a small
+  // call does not execute (predicated) code for elements it does not have.
+  auto batch = [&](auto b_const, int64_t base) {
+    constexpr int B = decltype(b_const)::value;
     // Branch-free loads (indices past the end are clamped, their values dropped), so the
     // compiler issues all of them before the first use.
-    long long raw[kBatch];
-    float wv[kBatch];
+    long long raw[B];
+    float wv[B];
 #pragma unroll
-    for (int u = 0; u < kBatch; ++u) {
+    for (int u = 0; u < B; ++u) {
       const int64_t i = base + static_cast<int64_t>(u) * blockDim.x + threadIdx.x;
       raw[u] = static_cast<long long>(__ldg(logical + (i < e1 ? i : e1 - 1)));
     }
     if (routed_w != nullptr) {
 #pragma unroll
-      for (int u = 0; u < kBatch; ++u) {
+      for (int u = 0; u < B; ++u) {
         const int64_t i = base + static_cast<int64_t>(u) * blockDim.x + threadIdx.x;
         wv[u] = __ldg(routed_w + (i < e1 ? i : e1 - 1));
       }
     } else {
 #pragma unroll
-      for (int u = 0; u < kBatch; ++u) wv[u] = 1.0f;
+      for (int u = 0; u < B; ++u) wv[u] = 1.0f;
     }
-    int e[kBatch];
+    int e[B];
 #pragma unroll
-    for (int u = 0; u < kBatch; ++u) {
+    for (int u = 0; u < B; ++u) {
       const int64_t i = base + static_cast<int64_t>(u) * blockDim.x + threadIdx.x;
       e[u] = i >= e1 ? -2 : ((raw[u] >= 0 && raw[u] < sh.e) ? static_cast<int>(raw[u]) : -1);
     }
-    int pv[kBatch];
+    int pv[B];
 #pragma unroll
-    for (int u = 0; u < kBatch; ++u) {
+    for (int u = 0; u < B; ++u) {
       pv[u] = -1;
       if (e[u] >= 0) {
         if (kStatic) {
@@ -438,7 +443,7 @@ __global__ void __launch_bounds__(kThreads)
       }
     }
 #pragma unroll
-    for (int u = 0; u < kBatch; ++u) {
+    for (int u = 0; u < B; ++u) {
       const int64_t i = base + static_cast<int64_t>(u) * blockDim.x + threadIdx.x;
       const int64_t t = t_next;
       const int64_t o = t * width + k_next;
@@ -468,7 +473,11 @@ __global__ void __launch_bounds__(kThreads)
         weights[o] = 0.0f;
       }
     }
-  }
+  };
+  const int64_t full = static_cast<int64_t>(blockDim.x) * kBatch;
+  int64_t base = e0;
+  for (; base + full <= e1; base += full) batch(std::integral_constant<int, kBatch>{}, base);
+  for (; base < e1; base += blockDim.x) batch(std::integral_constant<int, 1>{}, base);
   __syncthreads();
   if (balance) {  // rows with a routed id
     unsigned part = 0;
@@ -479,10 +488,20 @@ __global__ void __launch_bounds__(kThreads)
     const unsigned sum = __reduce_add_sync(active, part);
     if ((threadIdx.x & 31) == __ffs(active) - 1 && sum != 0) atomicAdd(&block_valid, sum);
     if (kSharedBins) {
-      for (int r = threadIdx.x; r < sh.w; r += blockDim.x) {
-        unsigned load = 0;
-        for (int q = 0; q < sh.l; ++q) load += phys_bins[r * sh.l + q];
-        rank_bins[r] = load;
+      if (sh.l >= 8) {  // a warp per rank: lanes split its L bins (a thread would chain L adds)
+        const int lane = threadIdx.x & 31, warps = blockDim.x / 32;
+        for (int r = threadIdx.x / 32; r < sh.w; r += warps) {
+          unsigned load = 0;
+          for (int q = lane; q < sh.l; q += 32) load += phys_bins[r * sh.l + q];
+          load = __reduce_add_sync(0xffffffffu, load);
+          if (lane == 0) rank_bins[r] = load;
+        }
+      } else {
+        for (int r = threadIdx.x; r < sh.w; r += blockDim.x) {
+          unsigned load = 0;
+          for (int q = 0; q < sh.l; ++q) load += phys_bins[r * sh.l + q];
+          rank_bins[r] = load;
+        }
       }
     }
     __syncthreads();
