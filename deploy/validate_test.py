@@ -12,6 +12,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 
 import yaml
 
@@ -39,6 +40,16 @@ def check_flags(where, binary_name, args, known):
             fail("%s passes --%s, which %s does not accept" % (where, m.group(1), binary_name))
 
 
+def check_config(where, controller, text):
+    with tempfile.NamedTemporaryFile("w", suffix=".textproto", delete=False) as f:
+        f.write(text)
+    r = subprocess.run([controller, "--config", f.name, "--check_config"], capture_output=True,
+                       text=True)
+    os.unlink(f.name)
+    if r.returncode != 0 or not r.stdout.startswith("config ok"):
+        fail("%s: eplb_controller --check_config says %s" % (where, r.stderr.strip()))
+
+
 def main(argv):
     known = {"eplb_controller": flags_of(argv[1]), "eplb_worker": flags_of(argv[2])}
     for name, flags in known.items():
@@ -57,6 +68,11 @@ def main(argv):
             for key in ("apiVersion", "kind", "metadata"):
                 if key not in d:
                     fail("%s: a document has no %s" % (path, key))
+            # Controller configs in ConfigMaps must pass the controller's own check.
+            if d.get("kind") == "ConfigMap":
+                for key, text in (d.get("data") or {}).items():
+                    if key.endswith(".textproto"):
+                        check_config("%s %s" % (os.path.basename(path), key), argv[1], text)
             spec = d.get("spec", {})
             if d.get("kind") == "Service":
                 service_targets += [p.get("targetPort") for p in spec.get("ports", [])]

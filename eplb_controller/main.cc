@@ -24,6 +24,7 @@
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "common/stop_signals.h"
+#include "core/expert_layout.h"
 #include "eplb_controller/controller.h"
 #include "eplb_controller/controller_service.h"
 #include "google/protobuf/io/tokenizer.h"
@@ -56,6 +57,9 @@ ABSL_FLAG(double, hysteresis, 0.01, "after a rebalance, trigger only below trigg
 ABSL_FLAG(int64_t, max_moves, -1, "replicas moved per rebalance (< 0: unlimited)");
 ABSL_FLAG(int, layers_per_rollout, 0,
           "changed layers per rollout version (0: all at once); bounds workers' staging");
+ABSL_FLAG(bool, check_config, false,
+          "validate the flags and --config (layout included), print the effective settings as "
+          "one line, and exit (0: valid, 2: not)");
 ABSL_FLAG(std::string, config, "",
           "text-proto ControllerConfig (proto/controller_config.proto); its fields override "
           "the flags of the same name");
@@ -169,6 +173,30 @@ int main(int argc, char** argv) {
     return 2;
   }
   const eplb::Controller::Options& o = settings->options;
+  if (absl::GetFlag(FLAGS_check_config)) {
+    // The layout's own checks (divisibility and the like), without touching the state dir.
+    if (auto layout = eplb::ExpertLayout::Create(o.layout); !layout.ok()) {
+      std::fprintf(stderr, "eplb_controller: %s\n", std::string(layout.status().message()).c_str());
+      return 2;
+    }
+    if (o.num_layers < 1 || o.num_groups < 1 || o.layout.num_logical % o.num_groups != 0) {
+      std::fprintf(stderr,
+                   "eplb_controller: num_layers %d must be >= 1 and num_groups %d must divide "
+                   "num_logical %d\n",
+                   o.num_layers, o.num_groups, o.layout.num_logical);
+      return 2;
+    }
+    std::printf(
+        "config ok: listen=%s metrics=%s state_dir=%s E=%d R=%d W=%d S=%d N=%d layers=%d "
+        "groups=%d bytes_per_expert=%lld interval=%s algorithm=%s layers_per_rollout=%d "
+        "window=%s\n",
+        settings->listen.c_str(), settings->metrics.c_str(), o.state_dir.c_str(),
+        o.layout.num_logical, o.layout.num_redundant, o.layout.ep_size, o.layout.num_shared,
+        o.layout.num_nodes, o.num_layers, o.num_groups, static_cast<long long>(o.bytes_per_expert),
+        absl::FormatDuration(settings->interval).c_str(), o.policy.algorithm.c_str(),
+        o.policy.layers_per_rollout, absl::FormatDuration(o.aggregation.window).c_str());
+    return 0;
+  }
   auto registry = std::make_shared<prometheus::Registry>();
   auto controller = eplb::Controller::Create(o, registry);
   if (!controller.ok()) {
