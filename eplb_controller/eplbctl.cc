@@ -1,6 +1,7 @@
 #include "eplb_controller/eplbctl.h"
 
 #include <fstream>
+#include <functional>
 #include <map>
 #include <set>
 #include <sstream>
@@ -36,7 +37,8 @@ namespace {
 using Json = nlohmann::ordered_json;
 
 constexpr char kUsage[] =
-    "usage: eplbctl <layout|route|plan|diff|status|help> [flags]\n"
+    "usage: eplbctl <layout|route|plan|diff|status|placement|trigger|pause|resume|policy|rank|help>"
+    " [flags]\n"
     "  layout --num-logical E --num-redundant R --ep-size W --num-shared S [--num-nodes N]\n"
     "         [--placement FILE --layer L]\n"
     "  route  --placement FILE --layer L --rank R --ep-size W --num-shared S --topk ID,...\n"
@@ -50,7 +52,15 @@ constexpr char kUsage[] =
     "         [--out FILE]\n"
     "  diff   --from OLD.json --to NEW.json --ep-size W [--num-nodes N]\n"
     "         [--bytes-per-expert B] [--dead-ranks 3,7]\n"
-    "  status --controller HOST:PORT [--json] [--timeout SECONDS]\n";
+    "  status --controller HOST:PORT [--json] [--timeout SECONDS]\n"
+    "Operator commands on a live controller (all take --controller HOST:PORT [--timeout S]):\n"
+    "  placement [--out FILE]     the committed map, as SGLang's physical_to_logical_map JSON\n"
+    "  trigger [--reason TEXT] [--force]   plan and roll out now (force: even if not worth it)\n"
+    "  pause | resume             stop or restart automatic rebalancing\n"
+    "  policy [--algorithm A] [--trigger-balancedness B] [--min-gain G] [--hysteresis H]\n"
+    "         [--min-interval-ms M] [--max-moves M] [--layers-per-rollout N]\n"
+    "                             change the named policy fields, print the policy\n"
+    "  rank --rank R (--dead | --alive)   exclude a rank from plans, or bring it back\n";
 
 // --name value / --name=value flags, checked against what the subcommand accepts.
 class Flags {
@@ -536,6 +546,150 @@ absl::StatusOr<Json> StatusCmd(const Flags& f) {
   return j;
 }
 
+// A stub and a call deadline for the operator commands.
+struct Admin {
+  std::string addr;
+  std::unique_ptr<v1::EplbAdminService::Stub> stub;
+  double timeout_s = 5;
+  void Deadline(grpc::ClientContext& ctx) const {
+    ctx.set_deadline(std::chrono::system_clock::now() +
+                     std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000)));
+  }
+  absl::Status Failed(const grpc::Status& rpc) const {
+    if (rpc.error_code() == grpc::StatusCode::INVALID_ARGUMENT) {
+      return absl::InvalidArgumentError(rpc.error_message());
+    }
+    return absl::UnavailableError(
+        absl::StrCat("controller ", addr, " did not answer: ", rpc.error_message()));
+  }
+};
+
+absl::StatusOr<Admin> Connect(const Flags& f) {
+  Admin a;
+  EPLB_ASSIGN_OR_RETURN(a.addr, f.Str("controller"));
+  EPLB_ASSIGN_OR_RETURN(a.timeout_s, f.Double("timeout", 5.0));
+  a.stub = v1::EplbAdminService::NewStub(
+      grpc::CreateChannel(a.addr, grpc::InsecureChannelCredentials()));
+  return a;
+}
+
+Json PolicyJson(const v1::Policy& p) {
+  return {{"algorithm", p.algorithm()},
+          {"trigger_balancedness", p.trigger_balancedness()},
+          {"min_balancedness_gain", p.min_balancedness_gain()},
+          {"hysteresis", p.hysteresis()},
+          {"min_interval_ms", p.min_interval_ms()},
+          {"max_moves", p.max_moves_per_rebalance()},
+          {"layers_per_rollout", p.layers_per_rollout_step()},
+          {"paused", p.paused()}};
+}
+
+absl::StatusOr<Json> PlacementCmd(const Flags& f) {
+  EPLB_ASSIGN_OR_RETURN(Admin a, Connect(f));
+  grpc::ClientContext ctx;
+  a.Deadline(ctx);
+  v1::Placement p;
+  if (grpc::Status rpc = a.stub->GetPlacement(&ctx, v1::GetPlacementRequest(), &p); !rpc.ok()) {
+    return a.Failed(rpc);
+  }
+  std::vector<std::vector<int32_t>> rows(p.layers_size());
+  for (const v1::LayerMap& lm : p.layers()) {
+    if (lm.layer() >= 0 && lm.layer() < p.layers_size()) {
+      rows[lm.layer()].assign(lm.physical_to_logical().begin(), lm.physical_to_logical().end());
+    }
+  }
+  Json j;
+  j["version"] = p.version();
+  j["physical_to_logical_map"] = rows;
+  j["dead_ranks"] = std::vector<int>(p.dead_ranks().begin(), p.dead_ranks().end());
+  return j;
+}
+
+absl::StatusOr<Json> TriggerCmd(const Flags& f) {
+  EPLB_ASSIGN_OR_RETURN(Admin a, Connect(f));
+  v1::TriggerRebalanceRequest req;
+  if (f.Has("reason")) req.set_reason(*f.Str("reason"));
+  req.set_force(f.Bool("force"));
+  grpc::ClientContext ctx;
+  a.Deadline(ctx);
+  v1::TriggerRebalanceResponse resp;
+  if (grpc::Status rpc = a.stub->TriggerRebalance(&ctx, req, &resp); !rpc.ok()) {
+    return a.Failed(rpc);
+  }
+  return Json{{"version", resp.version()}, {"result", resp.result()}};
+}
+
+// Reads the policy, applies `change`, writes it back; prints the resulting policy.
+absl::StatusOr<Json> ChangePolicy(const Flags& f,
+                                  const std::function<absl::Status(v1::Policy&)>& change) {
+  EPLB_ASSIGN_OR_RETURN(Admin a, Connect(f));
+  v1::GetStatusResponse st;
+  {
+    grpc::ClientContext ctx;
+    a.Deadline(ctx);
+    if (grpc::Status rpc = a.stub->GetStatus(&ctx, v1::GetStatusRequest(), &st); !rpc.ok()) {
+      return a.Failed(rpc);
+    }
+  }
+  v1::SetPolicyRequest req;
+  *req.mutable_policy() = st.policy();
+  if (absl::Status s = change(*req.mutable_policy()); !s.ok()) return s;
+  grpc::ClientContext ctx;
+  a.Deadline(ctx);
+  v1::Policy out;
+  if (grpc::Status rpc = a.stub->SetPolicy(&ctx, req, &out); !rpc.ok()) return a.Failed(rpc);
+  return PolicyJson(out);
+}
+
+absl::StatusOr<Json> PolicyCmd(const Flags& f) {
+  return ChangePolicy(f, [&](v1::Policy& p) -> absl::Status {
+    if (f.Has("algorithm")) p.set_algorithm(*f.Str("algorithm"));
+    if (f.Has("trigger-balancedness")) {
+      EPLB_ASSIGN_OR_RETURN(double v, f.Double("trigger-balancedness", 0));
+      p.set_trigger_balancedness(v);
+    }
+    if (f.Has("min-gain")) {
+      EPLB_ASSIGN_OR_RETURN(double v, f.Double("min-gain", 0));
+      p.set_min_balancedness_gain(v);
+    }
+    if (f.Has("hysteresis")) {
+      EPLB_ASSIGN_OR_RETURN(double v, f.Double("hysteresis", 0));
+      p.set_hysteresis(v);
+    }
+    if (f.Has("min-interval-ms")) {
+      EPLB_ASSIGN_OR_RETURN(int v, f.Int("min-interval-ms"));
+      p.set_min_interval_ms(v);
+    }
+    if (f.Has("max-moves")) {
+      EPLB_ASSIGN_OR_RETURN(int v, f.Int("max-moves"));
+      p.set_max_moves_per_rebalance(v);
+    }
+    if (f.Has("layers-per-rollout")) {
+      EPLB_ASSIGN_OR_RETURN(int v, f.Int("layers-per-rollout"));
+      p.set_layers_per_rollout_step(v);
+    }
+    return absl::OkStatus();
+  });
+}
+
+absl::StatusOr<Json> RankCmd(const Flags& f) {
+  EPLB_ASSIGN_OR_RETURN(Admin a, Connect(f));
+  EPLB_ASSIGN_OR_RETURN(int rank, f.Int("rank"));
+  if (f.Bool("dead") == f.Bool("alive")) {
+    return absl::InvalidArgumentError("rank needs exactly one of --dead and --alive");
+  }
+  v1::SetRankStateRequest req;
+  req.set_rank(rank);
+  req.set_dead(f.Bool("dead"));
+  grpc::ClientContext ctx;
+  a.Deadline(ctx);
+  v1::Empty empty;
+  if (grpc::Status rpc = a.stub->SetRankState(&ctx, req, &empty); !rpc.ok()) {
+    return a.Failed(rpc);
+  }
+  return Json{{"rank", rank}, {"dead", f.Bool("dead")}};
+}
+
 std::string StatusText(const Json& j) {
   std::ostringstream o;
   o << "controller " << j["controller"].get<std::string>() << "  version "
@@ -617,9 +771,45 @@ int RunEplbctl(const std::vector<std::string>& args, std::ostream& out, std::ost
       }
       return 0;
     }
+  } else if (cmd == "placement") {
+    auto f = Flags::Parse(args, 1, {"controller", "timeout", "out"}, {});
+    result = f.ok() ? PlacementCmd(*f) : absl::StatusOr<Json>(f.status());
+    if (result.ok() && f->Has("out")) {
+      const std::string path = *f->Str("out");
+      std::ofstream file(path + ".tmp");
+      file << result->dump() << "\n";
+      file.close();
+      if (!file || std::rename((path + ".tmp").c_str(), path.c_str()) != 0) {
+        err << "eplbctl placement: cannot write " << path << "\n";
+        return 1;
+      }
+      return 0;
+    }
+  } else if (cmd == "trigger") {
+    auto f = Flags::Parse(args, 1, {"controller", "timeout", "reason"}, {"force"});
+    result = f.ok() ? TriggerCmd(*f) : absl::StatusOr<Json>(f.status());
+  } else if (cmd == "pause" || cmd == "resume") {
+    auto f = Flags::Parse(args, 1, {"controller", "timeout"}, {});
+    const bool pause = cmd == "pause";
+    result = f.ok() ? ChangePolicy(*f,
+                                   [pause](v1::Policy& p) {
+                                     p.set_paused(pause);
+                                     return absl::OkStatus();
+                                   })
+                    : absl::StatusOr<Json>(f.status());
+  } else if (cmd == "policy") {
+    auto f = Flags::Parse(args, 1,
+                          {"controller", "timeout", "algorithm", "trigger-balancedness", "min-gain",
+                           "hysteresis", "min-interval-ms", "max-moves", "layers-per-rollout"},
+                          {});
+    result = f.ok() ? PolicyCmd(*f) : absl::StatusOr<Json>(f.status());
+  } else if (cmd == "rank") {
+    auto f = Flags::Parse(args, 1, {"controller", "timeout", "rank"}, {"dead", "alive"});
+    result = f.ok() ? RankCmd(*f) : absl::StatusOr<Json>(f.status());
   } else {
     err << "eplbctl: unknown command \"" << cmd
-        << "\"; expected layout, route, plan, diff, status or help\n";
+        << "\"; expected layout, route, plan, diff, status, placement, trigger, pause, resume, "
+           "policy, rank or help\n";
     return 2;
   }
   if (!result.ok()) {

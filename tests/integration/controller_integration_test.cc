@@ -404,6 +404,53 @@ TEST_F(ControllerIntegrationTest, RegistrationChecksLayoutAndRanks) {
   EXPECT_EQ(stub->Register(&c2, req, &resp).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
 }
 
+TEST_F(ControllerIntegrationTest, EplbctlOperatorCommandsSteerTheLiveController) {
+  Start();
+  AddWorkers({Behaviour::kAck, Behaviour::kAck, Behaviour::kAck, Behaviour::kAck});
+  auto run = [&](std::vector<std::string> args, std::string* out_text = nullptr) {
+    args.insert(args.begin() + 1, {"--controller", target_});
+    std::ostringstream out, err;
+    const int rc = RunEplbctl(args, out, err);
+    if (out_text != nullptr) *out_text = out.str() + err.str();
+    return rc;
+  };
+  std::string text;
+  ASSERT_EQ(run({"placement"}, &text), 0) << text;
+  EXPECT_THAT(text, HasSubstr("\"version\":1"));
+  EXPECT_THAT(text, HasSubstr("\"physical_to_logical_map\":[["));
+  // Pause: the policy step skips; resume: it runs again.
+  ASSERT_EQ(run({"pause"}, &text), 0) << text;
+  EXPECT_THAT(text, HasSubstr("\"paused\":true"));
+  ReportSkew();
+  EXPECT_THAT(controller_->Step().reason, HasSubstr("paused"));
+  ASSERT_EQ(run({"resume"}, &text), 0) << text;
+  EXPECT_FALSE(controller_->policy().paused);
+  // Policy fields change one by one; the rest stay.
+  const double trigger = controller_->policy().trigger_balancedness;
+  ASSERT_EQ(run({"policy", "--layers-per-rollout", "1", "--algorithm", "balanced"}, &text), 0)
+      << text;
+  EXPECT_THAT(text, HasSubstr("\"layers_per_rollout\":1"));
+  EXPECT_EQ(controller_->policy().layers_per_rollout, 1);
+  EXPECT_EQ(controller_->policy().algorithm, "balanced");
+  EXPECT_EQ(controller_->policy().trigger_balancedness, trigger);
+  EXPECT_EQ(run({"policy", "--algorithm", "magic"}, &text), 2);
+  EXPECT_THAT(text, HasSubstr("algorithm magic is unknown"));
+  EXPECT_EQ(controller_->policy().algorithm, "balanced");
+  // Trigger: a forced rollout, paced by the new policy (two layers, one per version).
+  ASSERT_EQ(run({"trigger", "--reason", "test", "--force"}, &text), 0) << text;
+  EXPECT_THAT(text, HasSubstr("committed"));
+  EXPECT_EQ(controller_->version(), 3u);
+  // Ranks: out of range refused; 7 marked dead.
+  EXPECT_EQ(run({"rank", "--rank", "99", "--dead"}, &text), 2);
+  EXPECT_THAT(text, HasSubstr("99"));
+  EXPECT_EQ(run({"rank", "--rank", "7"}, &text), 2);
+  EXPECT_THAT(text, HasSubstr("exactly one of --dead and --alive"));
+  ASSERT_EQ(run({"rank", "--rank", "7", "--dead"}, &text), 0) << text;
+  EXPECT_THAT(controller_->Status().dead_ranks(), ::testing::ElementsAre(7));
+  ASSERT_EQ(run({"rank", "--rank", "7", "--alive"}, &text), 0) << text;
+  EXPECT_THAT(controller_->Status().dead_ranks(), ::testing::IsEmpty());
+}
+
 TEST_F(ControllerIntegrationTest, EplbctlStatusShowsTheLiveController) {
   Start();
   AddWorkers({Behaviour::kAck, Behaviour::kAck, Behaviour::kAck, Behaviour::kAck});
