@@ -42,8 +42,15 @@ void DriftSequence(const char* name, LoadMatrix load, int p, int w, int n, int g
   PlacementMap inc_map =
       *PlacementMap::Create(static_cast<int>(load[0].size()), p, first->physical_to_logical);
   PlacementMap scratch_map = inc_map;
-  int64_t inc_moves = 0, scratch_moves = 0;
-  double inc_bal = 0, scratch_bal = 0;
+  // What upstream does: DeepSeek's algorithm from scratch every time (its own previous map).
+  Options deepseek;
+  deepseek.algorithm = Algorithm::kDeepSeek;
+  deepseek.locality = NodeLocality::kAuto;
+  auto ds_first = ComputePlan(pr, deepseek);
+  PlacementMap ds_map =
+      *PlacementMap::Create(static_cast<int>(load[0].size()), p, ds_first->physical_to_logical);
+  int64_t inc_moves = 0, scratch_moves = 0, ds_moves = 0;
+  double inc_bal = 0, scratch_bal = 0, ds_bal = 0;
   for (int s = 0; s < steps; ++s) {
     load = DriftLoad(load, drift, 100 + s);
     pr.load = &load;
@@ -60,13 +67,21 @@ void DriftSequence(const char* name, LoadMatrix load, int p, int w, int n, int g
     scratch_moves += b->stats.experts_moved;
     inc_bal += a->stats.balancedness;
     scratch_bal += b->stats.balancedness;
+    Options ds = deepseek;
+    ds.current = &ds_map;  // for the move count only: DeepSeek's output ignores it
+    auto c = ComputePlan(pr, ds);
+    ds_moves += c->stats.experts_moved;
+    ds_bal += c->stats.balancedness;
+    ds_map = *PlacementMap::Create(ds_map.num_logical(), p, c->physical_to_logical);
     inc_map = *PlacementMap::Create(inc_map.num_logical(), p, a->physical_to_logical);
     scratch_map = *PlacementMap::Create(scratch_map.num_logical(), p, b->physical_to_logical);
   }
-  std::printf("| %s | %d | %.4f | %lld | %.4f | %lld | %.1fx |\n", name, steps, inc_bal / steps,
-              static_cast<long long>(inc_moves), scratch_bal / steps,
+  std::printf("| %s | %d | %.4f | %lld | %.4f | %lld | %.1fx | %.4f | %lld | %.1fx |\n", name,
+              steps, inc_bal / steps, static_cast<long long>(inc_moves), scratch_bal / steps,
               static_cast<long long>(scratch_moves),
-              inc_moves > 0 ? static_cast<double>(scratch_moves) / inc_moves : 0.0);
+              inc_moves > 0 ? static_cast<double>(scratch_moves) / inc_moves : 0.0, ds_bal / steps,
+              static_cast<long long>(ds_moves),
+              inc_moves > 0 ? static_cast<double>(ds_moves) / inc_moves : 0.0);
 }
 
 int Main(int argc, char** argv) {
@@ -109,8 +124,9 @@ int Main(int argc, char** argv) {
   std::printf("\n### Incremental vs from-scratch over drifting rebalances\n\n");
   std::printf(
       "| load | rebalances | incremental balancedness | incremental replicas moved | "
-      "from-scratch balancedness | from-scratch replicas moved | fewer moves |\n"
-      "|---|---|---|---|---|---|---|\n");
+      "from-scratch balancedness | from-scratch replicas moved | fewer moves | "
+      "deepseek (upstream) balancedness | deepseek replicas moved | fewer than deepseek |\n"
+      "|---|---|---|---|---|---|---|---|---|---|\n");
   for (double zipf : {1.0, 1.5}) {
     for (double drift : {0.05, 0.15}) {
       for (double target : {0.0, 0.95}) {
