@@ -11,6 +11,9 @@ namespace {
 // and no hand-off per update (a rollout to 256 workers is 512 of them). The stream's handler
 // thread only reads; gRPC allows one reader and one writer at a time, and the mutex keeps
 // writers to one. Once the stream ends, Send fails and the worker counts as unreachable.
+// A Write blocks only while the worker leaves more than the stream's flow-control window
+// unread; updates are small (sparse layers) and a worker that stops answering is marked dead at
+// the phase deadline and not written to again, so one stuck worker cannot hold a rollout.
 class StreamSink final : public UpdateSink {
  public:
   StreamSink(grpc::ServerContext* ctx,
