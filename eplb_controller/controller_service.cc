@@ -12,8 +12,10 @@ namespace {
 // thread only reads; gRPC allows one reader and one writer at a time, and the mutex keeps
 // writers to one. Once the stream ends, Send fails and the worker counts as unreachable.
 // A Write blocks only while the worker leaves more than the stream's flow-control window
-// unread; updates are small (sparse layers) and a worker that stops answering is marked dead at
-// the phase deadline and not written to again, so one stuck worker cannot hold a rollout.
+// (64 KB and up) unread. Updates are small (sparse layers), and a worker that stops answering
+// is marked dead at the phase deadline and not written to again, so a stuck worker would have
+// to keep its connection open, stop reading and be sent that much first to hold a rollout (a
+// writer thread per stream had no such case, at 20-40% more handshake time).
 class StreamSink final : public UpdateSink {
  public:
   StreamSink(grpc::ServerContext* ctx,
