@@ -4,12 +4,16 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdio>
 #include <fstream>
+#include <map>
+#include <thread>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/synchronization/notification.h"
 #include "core/balance.h"
 #include "core/formats.h"
 #include "eplb_controller/placement/placement.h"
@@ -368,30 +372,70 @@ bool Controller::RunPhase(const v1::PlacementUpdate& update) {
       targets.emplace_back(id, w.sink);
     }
   }
-  for (auto& [id, sink] : targets) {
-    if (!sink->Send(msg)) {
-      MutexLock lock(&mu_);
-      rollout_.waiting.erase(id);
-      if (rollout_.failure.empty()) rollout_.failure = absl::StrCat("worker ", id, " unreachable");
+  // Sends run on their own thread, so the phase deadline holds even if a write blocks (a worker
+  // that keeps its connection but stops reading): at the deadline such streams are cancelled.
+  const absl::Time deadline = absl::Now() + options_.rollout_timeout;
+  // Per target: 0 not sent yet, 1 being sent, 2 sent.
+  std::unique_ptr<std::atomic<int>[]> sent(new std::atomic<int>[targets.size()]);
+  std::map<std::string, size_t> index;
+  for (size_t i = 0; i < targets.size(); ++i) {
+    sent[i] = 0;
+    index[targets[i].first] = i;
+  }
+  absl::Notification all_sent;
+  std::atomic<bool> stop_sending{false};
+  std::thread sender([&] {
+    for (size_t i = 0; i < targets.size() && !stop_sending; ++i) {
+      const auto& [id, sink] = targets[i];
+      sent[i] = 1;
+      if (!sink->Send(msg)) {
+        MutexLock lock(&mu_);
+        rollout_.waiting.erase(id);
+        if (rollout_.failure.empty()) {
+          rollout_.failure = absl::StrCat("worker ", id, " unreachable");
+        }
+      }
+      sent[i] = 2;
+    }
+    all_sent.Notify();
+  });
+  bool ok;
+  {
+    MutexLock lock(&mu_);
+    auto done = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      return rollout_.waiting.empty() || !rollout_.failure.empty();
+    };
+    mu_.AwaitWithTimeout(done, deadline - absl::Now());
+    if (rollout_.failure.empty() && !rollout_.waiting.empty()) {
+      rollout_.failure =
+          absl::StrCat("no answer within ", absl::FormatDuration(options_.rollout_timeout),
+                       " from ", absl::StrJoin(rollout_.waiting, ","));
+      // Dead: those sent the update (or stuck taking it) that did not answer. Those a stuck
+      // write kept from being sent to were given no chance: they stay live.
+      for (const std::string& id : rollout_.waiting) {
+        if (sent[index[id]] == 0) continue;
+        Worker& w = workers_[id];
+        w.dead = true;
+        for (int r : w.ranks) dead_ranks_.insert(r);
+      }
+    }
+    UpdateGauges();
+    ok = rollout_.failure.empty();
+  }
+  // The next phase writes to the same streams: every send of this one must be over first (so
+  // every worker sees the phases in order, a NACK elsewhere notwithstanding). Past the deadline,
+  // a write still in progress is stuck on a worker that does not read, and is cancelled (again,
+  // until the sender has stopped); the workers not sent to by then are skipped.
+  if (!all_sent.WaitForNotificationWithDeadline(deadline)) {
+    stop_sending = true;
+    while (!all_sent.WaitForNotificationWithTimeout(absl::Milliseconds(10))) {
+      for (size_t i = 0; i < targets.size(); ++i) {
+        if (sent[i] == 1) targets[i].second->Cancel();
+      }
     }
   }
-  MutexLock lock(&mu_);
-  auto done = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return rollout_.waiting.empty() || !rollout_.failure.empty();
-  };
-  mu_.AwaitWithTimeout(done, options_.rollout_timeout);
-  if (rollout_.failure.empty() && !rollout_.waiting.empty()) {
-    rollout_.failure =
-        absl::StrCat("no answer within ", absl::FormatDuration(options_.rollout_timeout), " from ",
-                     absl::StrJoin(rollout_.waiting, ","));
-    for (const std::string& id : rollout_.waiting) {
-      Worker& w = workers_[id];
-      w.dead = true;
-      for (int r : w.ranks) dead_ranks_.insert(r);
-    }
-  }
-  UpdateGauges();
-  return rollout_.failure.empty();
+  sender.join();
+  return ok;
 }
 
 double Controller::ObservedBalancedness(absl::Time now) const {

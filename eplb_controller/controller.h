@@ -46,8 +46,10 @@ namespace eplb {
 class UpdateSink {
  public:
   virtual ~UpdateSink() = default;
-  // False when the worker is gone.
+  // False when the worker is gone. May block while the worker does not read.
   virtual bool Send(const v1::PlacementUpdate& update) = 0;
+  // Ends the stream, so that a blocked Send returns (false). Safe from any thread.
+  virtual void Cancel() {}
 };
 
 struct ControllerPolicy {

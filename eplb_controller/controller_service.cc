@@ -12,10 +12,8 @@ namespace {
 // thread only reads; gRPC allows one reader and one writer at a time, and the mutex keeps
 // writers to one. Once the stream ends, Send fails and the worker counts as unreachable.
 // A Write blocks only while the worker leaves more than the stream's flow-control window
-// (64 KB and up) unread. Updates are small (sparse layers), and a worker that stops answering
-// is marked dead at the phase deadline and not written to again, so a stuck worker would have
-// to keep its connection open, stop reading and be sent that much first to hold a rollout (a
-// writer thread per stream had no such case, at 20-40% more handshake time).
+// (64 KB and up) unread; the controller sends from a thread of its own and, at the phase
+// deadline, Cancels the streams whose write has not returned.
 class StreamSink final : public UpdateSink {
  public:
   StreamSink(grpc::ServerContext* ctx,
@@ -31,13 +29,24 @@ class StreamSink final : public UpdateSink {
     }
     return true;
   }
-  // The handler is returning: no more writes.
+  // The handler is returning: no more writes, and no cancel of a finished call.
   void Close() {
+    {
+      MutexLock lock(&cancel_mu_);
+      open_ = false;
+    }
     MutexLock lock(&mu_);
     stream_ = nullptr;
   }
+  // Unblocks a Send stuck on a worker that stopped reading (its own lock: Send holds mu_).
+  void Cancel() override {
+    MutexLock lock(&cancel_mu_);
+    if (open_) ctx_->TryCancel();
+  }
 
  private:
+  Mutex cancel_mu_;
+  bool open_ ABSL_GUARDED_BY(cancel_mu_) = true;
   Mutex mu_;
   grpc::ServerContext* const ctx_;
   grpc::ServerReaderWriter<v1::PlacementUpdate, v1::PlacementAnswer>* stream_ ABSL_GUARDED_BY(mu_);

@@ -404,6 +404,107 @@ TEST_F(ControllerIntegrationTest, RegistrationChecksLayoutAndRanks) {
   EXPECT_EQ(stub->Register(&c2, req, &resp).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
 }
 
+// A sink that ACKs at once, and one whose Send blocks until Cancel (a worker that keeps its
+// connection but stops reading, once the flow-control window is full): the fake controls the
+// failure, which a real socket would only show after megabytes.
+class AckingSink : public UpdateSink {
+ public:
+  AckingSink(Controller* c, std::string id, std::string session)
+      : c_(c), id_(std::move(id)), session_(std::move(session)) {}
+  bool Send(const v1::PlacementUpdate& u) override {
+    if (u.phase() == v1::PlacementUpdate::ABORT) return true;
+    v1::PlacementAnswer a;
+    a.set_worker_id(id_);
+    a.set_session_id(session_);
+    a.set_version(u.version());
+    a.set_nonce(u.nonce());
+    a.set_ack(true);
+    c_->OnAnswer(a);
+    return true;
+  }
+
+ private:
+  Controller* c_;
+  std::string id_, session_;
+};
+
+class StuckSink : public UpdateSink {
+ public:
+  bool Send(const v1::PlacementUpdate&) override {
+    MutexLock l(&mu_);
+    ++sends_;
+    mu_.Await([this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return cancelled_; });
+    return false;
+  }
+  void Cancel() override {
+    MutexLock l(&mu_);
+    cancelled_ = true;
+  }
+  bool cancelled() {
+    MutexLock l(&mu_);
+    return cancelled_;
+  }
+
+ private:
+  Mutex mu_;
+  int sends_ ABSL_GUARDED_BY(mu_) = 0;
+  bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+TEST(ControllerRolloutTest, AWriteThatNeverReturnsCannotHoldARolloutPastItsDeadline) {
+  Controller::Options o;
+  o.layout = {kE, kR, kW, 1, 1};
+  o.num_layers = kLayers;
+  o.policy.min_interval = absl::ZeroDuration();
+  o.rollout_timeout = absl::Milliseconds(300);
+  auto c = Controller::Create(o, std::make_shared<prometheus::Registry>());
+  ASSERT_TRUE(c.ok()) << c.status();
+  Controller& ctl = **c;
+  std::vector<std::shared_ptr<UpdateSink>> sinks;
+  auto stuck = std::make_shared<StuckSink>();
+  for (int i = 0; i < 4; ++i) {
+    v1::RegisterRequest req;
+    req.set_worker_id("w" + std::to_string(i));
+    req.add_ranks(2 * i);
+    req.add_ranks(2 * i + 1);
+    v1::LayoutFingerprint* f = req.mutable_layout();
+    f->set_num_logical(kE);
+    f->set_num_redundant(kR);
+    f->set_ep_size(kW);
+    f->set_num_shared(1);
+    f->set_num_layers(kLayers);
+    auto r = ctl.Register(req);
+    ASSERT_TRUE(r.ok()) << r.status();
+    std::shared_ptr<UpdateSink> sink =
+        i == 2 ? std::shared_ptr<UpdateSink>(stuck)
+               : std::make_shared<AckingSink>(&ctl, req.worker_id(), r->session_id());
+    ASSERT_TRUE(ctl.Attach(req.worker_id(), r->session_id(), sink).ok());
+    sinks.push_back(sink);
+    v1::LoadReport rep;  // skewed: rank 0's first row is hot
+    rep.set_worker_id(req.worker_id());
+    rep.set_session_id(r->session_id());
+    rep.set_map_version(1);
+    rep.set_last_step(10);
+    for (int rank : req.ranks()) {
+      v1::RankLoad* rl = rep.add_ranks();
+      rl->set_rank(rank);
+      for (int l = 0; l < kLayers; ++l) {
+        for (int j = 0; j < kL; ++j) rl->add_counts(rank == 0 && j == 0 ? 20000 : 10);
+      }
+    }
+    ASSERT_TRUE(ctl.ReportLoad(rep).ok());
+  }
+  const absl::Time t0 = absl::Now();
+  const RebalanceRecord rec = ctl.TriggerRebalance("stuck", /*force=*/true);
+  const absl::Duration took = absl::Now() - t0;
+  EXPECT_EQ(rec.result, "aborted");
+  EXPECT_THAT(rec.reason, HasSubstr("no answer within"));
+  EXPECT_TRUE(stuck->cancelled());
+  EXPECT_LT(took, absl::Seconds(3)) << "the rollout waited on the stuck write";
+  EXPECT_EQ(ctl.version(), 1u);
+  EXPECT_THAT(ctl.Status().dead_ranks(), ::testing::ElementsAre(4, 5));
+}
+
 TEST_F(ControllerIntegrationTest, EplbctlOperatorCommandsSteerTheLiveController) {
   Start();
   AddWorkers({Behaviour::kAck, Behaviour::kAck, Behaviour::kAck, Behaviour::kAck});
