@@ -447,8 +447,14 @@ std::vector<int> Controller::DeadRanks() const {
 }
 
 void Controller::Record(const RebalanceRecord& r) {
-  recent_.push_back(r);
-  if (recent_.size() > 20) recent_.erase(recent_.begin());
+  // Skipped evaluations (every policy interval when all is well) would push the rollouts out of
+  // an operator's view: only the latest is kept, beside the last 20 rollouts.
+  if (r.result == "skipped") {
+    last_skip_ = r;
+  } else {
+    recent_.push_back(r);
+    if (recent_.size() > 20) recent_.erase(recent_.begin());
+  }
   metrics_->rebalances.Add({{"result", r.result}}).Increment();
 }
 
@@ -711,7 +717,14 @@ v1::GetStatusResponse Controller::Status() const {
   }
   s.set_balancedness(gpu.empty() ? 1.0 : sum / gpu.size());
   s.set_predicted_balancedness(predicted_);
-  for (const RebalanceRecord& r : recent_) {
+  std::vector<RebalanceRecord> shown = recent_;
+  if (last_skip_.has_value()) {
+    auto at = std::upper_bound(
+        shown.begin(), shown.end(), *last_skip_,
+        [](const RebalanceRecord& a, const RebalanceRecord& b) { return a.time < b.time; });
+    shown.insert(at, *last_skip_);
+  }
+  for (const RebalanceRecord& r : shown) {
     v1::RebalanceRecord* pr = s.add_recent();
     pr->set_version(r.version);
     pr->set_result(r.result);

@@ -25,6 +25,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -170,7 +171,8 @@ class Controller {
   Rollout rollout_ ABSL_GUARDED_BY(mu_);
   bool rollout_active_ ABSL_GUARDED_BY(mu_) = false;
   absl::Time last_rebalance_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
-  std::vector<RebalanceRecord> recent_ ABSL_GUARDED_BY(mu_);
+  std::vector<RebalanceRecord> recent_ ABSL_GUARDED_BY(mu_);  // rollouts: committed, aborted
+  std::optional<RebalanceRecord> last_skip_ ABSL_GUARDED_BY(mu_);
   absl::Time balancedness_updated_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   double predicted_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t next_session_ ABSL_GUARDED_BY(mu_) = 1;

@@ -291,6 +291,25 @@ TEST_F(ControllerIntegrationTest, LayerPacingRollsOutOneLayerPerVersion) {
   EXPECT_THAT(Metrics(), HasSubstr("eplb_controller_map_version 3"));
 }
 
+TEST_F(ControllerIntegrationTest, SkippedEvaluationsDoNotCrowdOutRollouts) {
+  Start();
+  AddWorkers({Behaviour::kAck, Behaviour::kAck, Behaviour::kAck, Behaviour::kAck});
+  ReportSkew();
+  ASSERT_EQ(controller_->Step().result, "committed");
+  for (int i = 0; i < 30; ++i) EXPECT_EQ(controller_->Step().result, "skipped");
+  const v1::GetStatusResponse st = controller_->Status();
+  int committed = 0, skipped = 0;
+  for (const auto& r : st.recent()) {
+    committed += r.result() == "committed";
+    skipped += r.result() == "skipped";
+  }
+  EXPECT_EQ(committed, 1);
+  EXPECT_EQ(skipped, 1);  // the latest one only
+  ASSERT_EQ(st.recent_size(), 2);
+  EXPECT_EQ(st.recent(0).result(), "committed");  // oldest first
+  EXPECT_THAT(Metrics(), HasSubstr("eplb_controller_rebalances_total{result=\"skipped\"} 30"));
+}
+
 TEST_F(ControllerIntegrationTest, OneNackAbortsTheVersionForEveryone) {
   Start();
   AddWorkers({Behaviour::kAck, Behaviour::kNack, Behaviour::kAck, Behaviour::kAck});
