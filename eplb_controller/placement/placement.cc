@@ -419,12 +419,15 @@ absl::StatusOr<Plan> ComputePlan(const Problem& pr, const Options& opt) {
     int64_t used = 0;
     for (const auto& s : states) used += s.moves();
     std::vector<char> stuck(layers, 0);
+    // Each layer's balancedness, recomputed only for the layer a step changed (it is O(W)).
+    std::vector<double> bal(layers);
+    for (int l = 0; l < layers; ++l) bal[l] = states[l].balancedness();
     while (true) {
       // One step on the worst layer that is below its target and can still improve.
       int worst = -1;
       for (int l = 0; l < layers; ++l) {
-        if (stuck[l] || states[l].balancedness() >= targets[l]) continue;
-        if (worst < 0 || states[l].balancedness() < states[worst].balancedness()) worst = l;
+        if (stuck[l] || bal[l] >= targets[l]) continue;
+        if (worst < 0 || bal[l] < bal[worst]) worst = l;
       }
       if (worst < 0) break;
       const int64_t budget = opt.max_moves < 0 ? int64_t{1} << 40 : opt.max_moves - used;
@@ -433,6 +436,7 @@ absl::StatusOr<Plan> ComputePlan(const Problem& pr, const Options& opt) {
         stuck[worst] = 1;
         continue;
       }
+      bal[worst] = states[worst].balancedness();
       used += states[worst].moves() - before;
     }
     for (int l = 0; l < layers; ++l) {

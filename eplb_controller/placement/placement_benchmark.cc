@@ -65,6 +65,8 @@ BENCHMARK(BM_Plan)
     ->Args({58, 128, 160, 32, 4, 8, 1})
     ->Args({58, 512, 576, 32, 4, 8, 1})
     ->Args({58, 256, 512, 64, 8, 8, 1})
+    // The controller load benchmark's shape: W=256, two rows per GPU (R=256), incremental.
+    ->Args({58, 256, 512, 256, 1, 1, 2})
     ->Unit(benchmark::kMillisecond);
 
 }  // namespace
