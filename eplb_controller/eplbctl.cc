@@ -473,23 +473,53 @@ absl::StatusOr<Json> DiffCmd(const Flags& f) {
   return j;
 }
 
-// `eplbctl status`: the live controller's view, as JSON (the caller prints text or JSON).
-absl::StatusOr<Json> StatusCmd(const Flags& f) {
-  EPLB_ASSIGN_OR_RETURN(std::string addr, f.Str("controller"));
-  EPLB_ASSIGN_OR_RETURN(double timeout_s, f.Double("timeout", 5.0));
-  auto stub =
-      v1::EplbAdminService::NewStub(grpc::CreateChannel(addr, grpc::InsecureChannelCredentials()));
-  grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() +
-                   std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000)));
-  v1::GetStatusResponse s;
-  grpc::Status rpc = stub->GetStatus(&ctx, v1::GetStatusRequest(), &s);
-  if (!rpc.ok()) {
+// Writes `j` to `path` atomically (a temporary file, then rename); false if that failed.
+bool WriteJsonFile(const std::string& path, const Json& j) {
+  const std::string tmp = path + ".tmp";
+  std::ofstream file(tmp);
+  file << j.dump() << "\n";
+  file.close();
+  return file && std::rename(tmp.c_str(), path.c_str()) == 0;
+}
+
+// A stub and a call deadline for the commands that talk to a live controller.
+struct Admin {
+  std::string addr;
+  std::unique_ptr<v1::EplbAdminService::Stub> stub;
+  double timeout_s = 5;
+  void Deadline(grpc::ClientContext& ctx) const {
+    ctx.set_deadline(std::chrono::system_clock::now() +
+                     std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000)));
+  }
+  absl::Status Failed(const grpc::Status& rpc) const {
+    if (rpc.error_code() == grpc::StatusCode::INVALID_ARGUMENT) {
+      return absl::InvalidArgumentError(rpc.error_message());
+    }
     return absl::UnavailableError(
         absl::StrCat("controller ", addr, " did not answer: ", rpc.error_message()));
   }
+};
+
+absl::StatusOr<Admin> Connect(const Flags& f) {
+  Admin a;
+  EPLB_ASSIGN_OR_RETURN(a.addr, f.Str("controller"));
+  EPLB_ASSIGN_OR_RETURN(a.timeout_s, f.Double("timeout", 5.0));
+  a.stub = v1::EplbAdminService::NewStub(
+      grpc::CreateChannel(a.addr, grpc::InsecureChannelCredentials()));
+  return a;
+}
+
+// `eplbctl status`: the live controller's view, as JSON (the caller prints text or JSON).
+absl::StatusOr<Json> StatusCmd(const Flags& f) {
+  EPLB_ASSIGN_OR_RETURN(Admin a, Connect(f));
+  grpc::ClientContext ctx;
+  a.Deadline(ctx);
+  v1::GetStatusResponse s;
+  if (grpc::Status rpc = a.stub->GetStatus(&ctx, v1::GetStatusRequest(), &s); !rpc.ok()) {
+    return a.Failed(rpc);
+  }
   Json j;
-  j["controller"] = addr;
+  j["controller"] = a.addr;
   j["version"] = s.version();
   j["layout"] = absl::StrCat("E=", s.layout().num_logical(), " R=", s.layout().num_redundant(),
                              " W=", s.layout().ep_size(), " S=", s.layout().num_shared(),
@@ -544,33 +574,6 @@ absl::StatusOr<Json> StatusCmd(const Flags& f) {
                  {"max_moves", s.policy().max_moves_per_rebalance()},
                  {"paused", s.policy().paused()}};
   return j;
-}
-
-// A stub and a call deadline for the operator commands.
-struct Admin {
-  std::string addr;
-  std::unique_ptr<v1::EplbAdminService::Stub> stub;
-  double timeout_s = 5;
-  void Deadline(grpc::ClientContext& ctx) const {
-    ctx.set_deadline(std::chrono::system_clock::now() +
-                     std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000)));
-  }
-  absl::Status Failed(const grpc::Status& rpc) const {
-    if (rpc.error_code() == grpc::StatusCode::INVALID_ARGUMENT) {
-      return absl::InvalidArgumentError(rpc.error_message());
-    }
-    return absl::UnavailableError(
-        absl::StrCat("controller ", addr, " did not answer: ", rpc.error_message()));
-  }
-};
-
-absl::StatusOr<Admin> Connect(const Flags& f) {
-  Admin a;
-  EPLB_ASSIGN_OR_RETURN(a.addr, f.Str("controller"));
-  EPLB_ASSIGN_OR_RETURN(a.timeout_s, f.Double("timeout", 5.0));
-  a.stub = v1::EplbAdminService::NewStub(
-      grpc::CreateChannel(a.addr, grpc::InsecureChannelCredentials()));
-  return a;
 }
 
 Json PolicyJson(const v1::Policy& p) {
@@ -760,13 +763,8 @@ int RunEplbctl(const std::vector<std::string>& args, std::ostream& out, std::ost
                           {"forbid-duplicates"});
     result = f.ok() ? PlanCmd(*f) : absl::StatusOr<Json>(f.status());
     if (result.ok() && f->Has("out")) {
-      const std::string path = *f->Str("out");
-      const std::string tmp = path + ".tmp";
-      std::ofstream file(tmp);
-      file << result->dump() << "\n";
-      file.close();
-      if (!file || std::rename(tmp.c_str(), path.c_str()) != 0) {
-        err << "eplbctl plan: cannot write " << path << "\n";
+      if (!WriteJsonFile(*f->Str("out"), *result)) {
+        err << "eplbctl plan: cannot write " << *f->Str("out") << "\n";
         return 1;
       }
       return 0;
@@ -775,12 +773,8 @@ int RunEplbctl(const std::vector<std::string>& args, std::ostream& out, std::ost
     auto f = Flags::Parse(args, 1, {"controller", "timeout", "out"}, {});
     result = f.ok() ? PlacementCmd(*f) : absl::StatusOr<Json>(f.status());
     if (result.ok() && f->Has("out")) {
-      const std::string path = *f->Str("out");
-      std::ofstream file(path + ".tmp");
-      file << result->dump() << "\n";
-      file.close();
-      if (!file || std::rename((path + ".tmp").c_str(), path.c_str()) != 0) {
-        err << "eplbctl placement: cannot write " << path << "\n";
+      if (!WriteJsonFile(*f->Str("out"), *result)) {
+        err << "eplbctl placement: cannot write " << *f->Str("out") << "\n";
         return 1;
       }
       return 0;
