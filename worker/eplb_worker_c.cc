@@ -148,14 +148,7 @@ eplb_worker* eplb_worker_create(const char* config_json, char* err, size_t err_l
     const eplb::ExpertLayout& layout = w->runtime->layout();
     const eplb::PlacementMap id =
         eplb::PlacementMap::Identity(o->num_layers, layout.num_logical(), layout.num_physical());
-    eplb::v1::Placement p;
-    p.set_version(1);
-    for (int l = 0; l < o->num_layers; ++l) {
-      eplb::v1::LayerMap* lm = p.add_layers();
-      lm->set_layer(l);
-      for (int32_t e : id.physical_to_logical(l)) lm->add_physical_to_logical(e);
-    }
-    if (absl::Status s = w->runtime->Resync(p); !s.ok()) {
+    if (absl::Status s = w->runtime->Adopt(id, 1); !s.ok()) {
       Fail(s, err, err_len);
       return nullptr;
     }

@@ -163,18 +163,29 @@ absl::Status WorkerRuntime::Resync(const v1::Placement& placement) {
   if (absl::Status s = ApplyLayers(placement, options_.num_layers, rows); !s.ok()) return s;
   auto map = PlacementMap::Create(layout_.num_logical(), layout_.num_physical(), std::move(rows));
   if (!map.ok()) return map.status();
-  auto dispatch = StaticDispatch::Build(layout_, *map);
+  return Adopt(*map, placement.version());
+}
+
+absl::Status WorkerRuntime::Adopt(const PlacementMap& map, uint64_t version) {
+  if (map.num_layers() != options_.num_layers || map.num_logical() != layout_.num_logical() ||
+      map.num_physical() != layout_.num_physical()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("map of ", map.num_layers(), " layers, E=", map.num_logical(),
+                     ", P=", map.num_physical(), " does not fit this worker: ", options_.num_layers,
+                     " layers, E=", layout_.num_logical(), ", P=", layout_.num_physical()));
+  }
+  auto dispatch = StaticDispatch::Build(layout_, map);
   if (!dispatch.ok()) return dispatch.status();
   MutexLock l(&mu_);
-  if (absl::Status s = backend_->Load(*map); !s.ok()) return s;
+  if (absl::Status s = backend_->Load(map); !s.ok()) return s;
   backend_->Abort();
   staged_version_ = 0;
   staged_map_ = nullptr;
   waiting_prepare_ = nullptr;
   waiting_commit_ = nullptr;
-  map_ = std::make_shared<const PlacementMap>(*std::move(map));
+  map_ = std::make_shared<const PlacementMap>(map);
   dispatch_ = std::make_unique<StaticDispatch>(*std::move(dispatch));
-  version_ = placement.version();
+  version_ = version;
   if (metrics_.map_version != nullptr) metrics_.map_version->Set(static_cast<double>(version_));
   for (auto& c : counts_) std::fill(c.begin(), c.end(), 0);
   return absl::OkStatus();

@@ -68,6 +68,8 @@ class WorkerRuntime {
 
   // Adopts the controller's placement (a resync, or the first one) and loads the checkpoint.
   absl::Status Resync(const v1::Placement& placement);
+  // The same for a map at hand (e.g. the identity map when there is no controller).
+  absl::Status Adopt(const PlacementMap& map, uint64_t version);
 
   // Load: physical ids of (token, k) pairs routed to this worker's ranks in one step of `layer`;
   // ids of other ranks and padding are ignored.

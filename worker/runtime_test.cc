@@ -287,5 +287,23 @@ TEST(SparseUpdateTest, ChangedSlotsApplyToTheBaseMapAndBadOnesAreRejected) {
   EXPECT_THAT((*rt)->Inconsistencies(), ::testing::IsEmpty());
 }
 
+TEST(AdoptTest, AMapOfAnotherShapeIsRefusedAndTheIdentityMapIsServed) {
+  CpuFabric fabric(4);
+  WorkerOptions o;
+  o.worker_id = "all";
+  o.ranks = {0, 1, 2, 3};
+  o.layout = kLayout;
+  o.num_layers = kLayers;
+  auto rt = WorkerRuntime::Create(o, &fabric);
+  ASSERT_TRUE(rt.ok()) << rt.status();
+  const absl::Status bad = (*rt)->Adopt(PlacementMap::Identity(kLayers + 1, 8, 12), 1);
+  EXPECT_EQ(bad.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(bad.message()), ::testing::HasSubstr("3 layers"));
+  EXPECT_EQ((*rt)->applied_version(), 0u);
+  ASSERT_TRUE((*rt)->Adopt(PlacementMap::Identity(kLayers, 8, 12), 1).ok());
+  EXPECT_EQ((*rt)->applied_version(), 1u);
+  EXPECT_THAT((*rt)->Inconsistencies(), ::testing::IsEmpty());
+}
+
 }  // namespace
 }  // namespace eplb

@@ -254,21 +254,13 @@ absl::Status Rank::Setup() {
         runtime_.get(), ControllerClientOptions{absl::GetFlag(FLAGS_controller)});
     if (absl::Status s = client_->Start(); !s.ok()) return s;
   } else {
-    const PlacementMap id = PlacementMap::Identity(layers_, e_, p_);
-    v1::Placement pl;
-    pl.set_version(1);
-    for (int l = 0; l < layers_; ++l) {
-      v1::LayerMap* lm = pl.add_layers();
-      lm->set_layer(l);
-      for (int32_t e : id.physical_to_logical(l)) lm->add_physical_to_logical(e);
-    }
-    if (absl::Status s = runtime_->Resync(pl); !s.ok()) return s;
+    if (absl::Status s = runtime_->Adopt(PlacementMap::Identity(layers_, e_, p_), 1); !s.ok())
+      return s;
   }
   // Reference weights: every logical expert and the shared one, per layer.
   const size_t tk = static_cast<size_t>(t_) * k_, tc = static_cast<size_t>(t_) * cols_;
   const size_t max_recv = static_cast<size_t>(w_) * tc;
   const size_t floats_per_row = static_cast<size_t>(row_bytes / 4);
-  for (auto* b : {&x_, &logits_}) (void)b;
   absl::Status s = absl::OkStatus();
   auto all = [&](absl::Status st) {
     if (s.ok()) s = st;
