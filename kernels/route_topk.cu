@@ -58,7 +58,7 @@ Workspace Carve(void* base, int w) {
 }
 
 struct Shape {
-  int n, k, e, p, w, s, l, rank, mode, min_batch;  // mode: 0 local, 1 SGLang, 2 exact
+  int n, k, e, p, w, s, l, rank, min_batch;  // the policy is the kernel's template argument
   float shared_weight;
   long long* profile;  // debug: clock64 at phase boundaries of block 0 (null: off)
 };
@@ -114,6 +114,33 @@ __device__ long long SglangHeadroom(const Shape& sh, long long level, long long 
   return x;
 }
 
+// SGLang's fallback when every headroom is 0 (rare): the sequential hysteresis argmin, as the
+// reference. Lane 0 writes it to sm.value2.
+__device__ void SglangFallback(const Shape& sh, PlanShared& sm, long long total_headroom) {
+  if ((threadIdx.x & 31) != 0) return;
+  int best = sh.rank;
+  if (total_headroom == 0) {
+    for (int r = 0; r < sh.w; ++r) {
+      if (sm.load[r] * 11 < sm.load[best] * 10) best = r;
+    }
+  }
+  sm.value2 = best;
+}
+
+// Exact policy: the valid tokens of every block (returned) and of the lower ones (sm.offset).
+__device__ long long WarpValidTokens(PlanShared& sm, const unsigned int* valid_of_block) {
+  long long v_all = 0, v_before = 0;
+  for (int b = threadIdx.x & 31; b < static_cast<int>(gridDim.x); b += 32) {
+    const long long v = valid_of_block[b];
+    v_all += v;
+    if (b < static_cast<int>(blockIdx.x)) v_before += v;
+  }
+  const long long valid = WarpSum(v_all);
+  const long long offset = WarpSum(v_before);
+  if ((threadIdx.x & 31) == 0) sm.offset = offset;
+  return valid;
+}
+
 // Warp 0 only. Writes sm.load[0..w), sm.prefix[0..w], sm.value2 (SGLang's fallback rank) and
 // sm.offset (exact: valid tokens of the lower blocks).
 template <int kMode>
@@ -139,29 +166,11 @@ __device__ void WarpPlan(const Shape& sh, PlanShared& sm, const unsigned long lo
     }
     const long long before = WarpExclusiveScan(run);
     for (int r = first; r < last; ++r) sm.prefix[r + 1] += before;
-    const long long total = __shfl_sync(0xffffffffu, before + run, 31);
-    if (lane == 0) {
-      int best = sh.rank;
-      if (total == 0) {  // rare: sequential hysteresis argmin, as the reference
-        for (int r = 0; r < sh.w; ++r) {
-          if (sm.load[r] * 11 < sm.load[best] * 10) best = r;
-        }
-      }
-      sm.value2 = best;
-    }
+    SglangFallback(sh, sm, __shfl_sync(0xffffffffu, before + run, 31));
     __syncwarp();
     return;
   }
-  // Exact: valid tokens of every block and of the lower ones.
-  long long v_all = 0, v_before = 0;
-  for (int b = lane; b < static_cast<int>(gridDim.x); b += 32) {
-    const long long v = valid_of_block[b];
-    v_all += v;
-    if (b < static_cast<int>(blockIdx.x)) v_before += v;
-  }
-  const long long valid = WarpSum(v_all);
-  const long long offset = WarpSum(v_before);
-  if (lane == 0) sm.offset = offset;
+  const long long valid = WarpValidTokens(sm, valid_of_block);
   if (valid <= 0) return;
   // The level t: for the highest load L* with filled(L*) = sum_q max(0, L* - load_q) < valid,
   // t = L* + ceil((valid - filled(L*)) / count(L*)), count = #{q : load_q <= L*}; that is the
@@ -228,40 +237,14 @@ __device__ void WarpPlanSmall(const Shape& sh, PlanShared& sm, const unsigned lo
   if (kMode == 1) {
     const long long total_routed = WarpSum(load);
     const long long level = (total_routed + total_routed / sh.k + sh.w - 1) / sh.w;
-    long long x = 0;
-    if (lane < sh.w) {
-      x = level - load;
-      if (x < 0) x = 0;
-      if (lane != sh.rank) {
-        x = x < (1ll << 28) ? static_cast<long long>(static_cast<uint32_t>(x) * 10u / 11u)
-                            : x * 10 / 11;
-      }
-    }
+    const long long x = lane < sh.w ? SglangHeadroom(sh, level, load, lane) : 0;
     const long long inc = WarpExclusiveScan(x) + x;
     sm.prefix[lane + 1] = inc;
     if (lane == 0) sm.prefix[0] = 0;
-    const long long total = __shfl_sync(0xffffffffu, inc, 31);
-    if (lane == 0) {
-      int best = sh.rank;
-      if (total == 0) {  // rare: sequential hysteresis argmin, as the reference
-        for (int r = 0; r < sh.w; ++r) {
-          if (sm.load[r] * 11 < sm.load[best] * 10) best = r;
-        }
-      }
-      sm.value2 = best;
-    }
+    SglangFallback(sh, sm, __shfl_sync(0xffffffffu, inc, 31));
     return;
   }
-  // Exact: valid tokens of every block and of the lower ones.
-  long long v_all = 0, v_before = 0;
-  for (int b = lane; b < static_cast<int>(gridDim.x); b += 32) {
-    const long long v = valid_of_block[b];
-    v_all += v;
-    if (b < static_cast<int>(blockIdx.x)) v_before += v;
-  }
-  const long long valid = WarpSum(v_all);
-  const long long offset = WarpSum(v_before);
-  if (lane == 0) sm.offset = offset;
+  const long long valid = WarpValidTokens(sm, valid_of_block);
   if (valid <= 0) return;
   long long key = -1;
   if (lane < sh.w) {
@@ -663,7 +646,6 @@ absl::Status Launch(const RouteTopkParams& p, const RouteTopkBuffers<Id>& b, cud
            p.num_shared,
            p.num_physical / p.ep_size,
            p.rank,
-           mode,
            p.min_batch,
            p.shared_weight,
            p.debug_phase_clocks};
