@@ -65,16 +65,8 @@ absl::StatusOr<std::unique_ptr<NcclMover>> NcclMover::CreateSingleProcess(
   }
   std::unique_ptr<NcclMover> m(new NcclMover(layout, options));
   const int w = layout.ep_size();
-  m->comms_.resize(w, nullptr);
-  m->device_.resize(w);
   for (int r = 0; r < w; ++r) m->device_[r] = r;
   EPLB_NCCL_RETURN_IF_ERROR(ncclCommInitAll(m->comms_.data(), w, m->device_.data()));
-  m->streams_.resize(w, nullptr);
-  m->live_.resize(w, nullptr);
-  m->staging_.resize(w, nullptr);
-  m->free_.resize(w);
-  m->staging_rows_ =
-      options.staging_rows > 0 ? options.staging_rows : layout.routed_slots_per_rank();
   for (int r = 0; r < w; ++r) {
     if (absl::Status s = m->Allocate(r); !s.ok()) return s;
   }
@@ -91,14 +83,6 @@ absl::StatusOr<std::unique_ptr<NcclMover>> NcclMover::CreateForRank(const Expert
     return absl::InvalidArgumentError(absl::StrCat("rank ", rank, " is out of range [0, ", w, ")"));
   }
   std::unique_ptr<NcclMover> m(new NcclMover(layout, options));
-  m->comms_.resize(w, nullptr);
-  m->device_.resize(w, -1);
-  m->streams_.resize(w, nullptr);
-  m->live_.resize(w, nullptr);
-  m->staging_.resize(w, nullptr);
-  m->free_.resize(w);
-  m->staging_rows_ =
-      options.staging_rows > 0 ? options.staging_rows : layout.routed_slots_per_rank();
   EPLB_CUDA_RETURN_IF_ERROR(cudaGetDevice(&m->device_[rank]));
   EPLB_NCCL_RETURN_IF_ERROR(ncclCommInitRank(&m->comms_[rank], w, id, rank));
   if (absl::Status s = m->Allocate(rank); !s.ok()) return s;

@@ -72,8 +72,18 @@ class NcclMover {
   int64_t bytes_received() const { return bytes_received_; }
 
  private:
+  // Per-rank state for every rank of the layout (null/-1 until a creator fills this process's).
   NcclMover(const ExpertLayout& layout, const NcclMoverOptions& options)
-      : layout_(layout), options_(options) {}
+      : layout_(layout),
+        options_(options),
+        comms_(layout.ep_size(), nullptr),
+        device_(layout.ep_size(), -1),
+        streams_(layout.ep_size(), nullptr),
+        live_(layout.ep_size(), nullptr),
+        staging_(layout.ep_size(), nullptr),
+        staging_rows_(options.staging_rows > 0 ? options.staging_rows
+                                               : layout.routed_slots_per_rank()),
+        free_(layout.ep_size()) {}
   uint8_t* Staging(int rank, int layer, int row) const;
   absl::Status Allocate(int rank);
 
