@@ -139,6 +139,16 @@ class CollectiveRuntimeTest : public ::testing::Test {
     return ran;
   }
 
+  // Collects answers; they come from both ranks' boundary threads. Read after Boundary().
+  WorkerRuntime::AnswerFn Keep() {
+    return [this](const v1::PlacementAnswer& a) {
+      std::lock_guard<std::mutex> l(answers_mu_);
+      answers_.push_back(a);
+    };
+  }
+
+  std::mutex answers_mu_;
+  std::vector<v1::PlacementAnswer> answers_;
   std::unique_ptr<ExpertLayout> layout_;
   std::vector<PlacementMap> maps_;
   CpuFabric fabric_{4};
@@ -148,12 +158,8 @@ class CollectiveRuntimeTest : public ::testing::Test {
 };
 
 TEST_F(CollectiveRuntimeTest, StagesAndSwitchesOnlyWhenEveryRankHoldsTheUpdate) {
-  std::vector<v1::PlacementAnswer> answers;
-  std::mutex answers_mu;  // answers come from both ranks' boundary threads
-  auto keep = [&](const v1::PlacementAnswer& a) {
-    std::lock_guard<std::mutex> l(answers_mu);
-    answers.push_back(a);
-  };
+  std::vector<v1::PlacementAnswer>& answers = answers_;
+  const WorkerRuntime::AnswerFn keep = Keep();
   runtimes_[0]->Submit(Update(v1::PlacementUpdate::PREPARE, 2, 1), keep);
   EXPECT_THAT(answers, ::testing::IsEmpty()) << "a collective PREPARE waits for the boundary";
   EXPECT_THAT(Boundary(), ::testing::ElementsAre("", ""));  // rank 1 does not have it yet
@@ -178,12 +184,8 @@ TEST_F(CollectiveRuntimeTest, StagesAndSwitchesOnlyWhenEveryRankHoldsTheUpdate) 
 }
 
 TEST_F(CollectiveRuntimeTest, AnAbortOnOneRankBeforeTheBoundaryStagesNothing) {
-  std::vector<v1::PlacementAnswer> answers;
-  std::mutex answers_mu;  // answers come from both ranks' boundary threads
-  auto keep = [&](const v1::PlacementAnswer& a) {
-    std::lock_guard<std::mutex> l(answers_mu);
-    answers.push_back(a);
-  };
+  std::vector<v1::PlacementAnswer>& answers = answers_;
+  const WorkerRuntime::AnswerFn keep = Keep();
   for (auto& rt : runtimes_) rt->Submit(Update(v1::PlacementUpdate::PREPARE, 2, 1), keep);
   runtimes_[0]->Submit(Update(v1::PlacementUpdate::ABORT, 2, 1), keep);
   EXPECT_THAT(Boundary(), ::testing::ElementsAre("", ""));
@@ -202,12 +204,8 @@ TEST_F(CollectiveRuntimeTest, AnAbortOnOneRankBeforeTheBoundaryStagesNothing) {
 }
 
 TEST_F(CollectiveRuntimeTest, InvalidUpdatesAreNackedAtOnceAndNeverWait) {
-  std::vector<v1::PlacementAnswer> answers;
-  std::mutex answers_mu;  // answers come from both ranks' boundary threads
-  auto keep = [&](const v1::PlacementAnswer& a) {
-    std::lock_guard<std::mutex> l(answers_mu);
-    answers.push_back(a);
-  };
+  std::vector<v1::PlacementAnswer>& answers = answers_;
+  const WorkerRuntime::AnswerFn keep = Keep();
   v1::PlacementUpdate stale = Update(v1::PlacementUpdate::PREPARE, 5, 1);  // based on 4
   runtimes_[0]->Submit(stale, keep);
   runtimes_[0]->Submit(Update(v1::PlacementUpdate::COMMIT, 7, 1), keep);  // never staged
