@@ -35,6 +35,22 @@ constexpr int kE = 16, kR = 8, kW = 8, kLayers = 2, kL = 3;
 
 enum class Behaviour { kAck, kNack, kDropOnPrepare };
 
+// A worker's registration for this test's layout.
+v1::RegisterRequest Registration(const std::string& id, const std::vector<int>& ranks,
+                                 uint64_t applied = 0) {
+  v1::RegisterRequest req;
+  req.set_worker_id(id);
+  for (int r : ranks) req.add_ranks(r);
+  v1::LayoutFingerprint* f = req.mutable_layout();
+  f->set_num_logical(kE);
+  f->set_num_redundant(kR);
+  f->set_ep_size(kW);
+  f->set_num_shared(1);
+  f->set_num_layers(kLayers);
+  req.set_applied_version(applied);
+  return req;
+}
+
 class FakeWorker {
  public:
   FakeWorker(const std::string& target, std::string id, std::vector<int> ranks, Behaviour b)
@@ -45,16 +61,7 @@ class FakeWorker {
   ~FakeWorker() { Stop(); }
 
   grpc::Status Register(uint64_t applied = 0) {
-    v1::RegisterRequest req;
-    req.set_worker_id(id_);
-    for (int r : ranks_) req.add_ranks(r);
-    v1::LayoutFingerprint* f = req.mutable_layout();
-    f->set_num_logical(kE);
-    f->set_num_redundant(kR);
-    f->set_ep_size(kW);
-    f->set_num_shared(1);
-    f->set_num_layers(kLayers);
-    req.set_applied_version(applied);
+    const v1::RegisterRequest req = Registration(id_, ranks_, applied);
     grpc::ClientContext ctx;
     grpc::Status s = stub_->Register(&ctx, req, &resp_);
     if (s.ok()) session_ = resp_.session_id();
@@ -482,16 +489,7 @@ TEST(ControllerRolloutTest, AWriteThatNeverReturnsCannotHoldARolloutPastItsDeadl
   std::vector<std::shared_ptr<UpdateSink>> sinks;
   auto stuck = std::make_shared<StuckSink>();
   for (int i = 0; i < 4; ++i) {
-    v1::RegisterRequest req;
-    req.set_worker_id("w" + std::to_string(i));
-    req.add_ranks(2 * i);
-    req.add_ranks(2 * i + 1);
-    v1::LayoutFingerprint* f = req.mutable_layout();
-    f->set_num_logical(kE);
-    f->set_num_redundant(kR);
-    f->set_ep_size(kW);
-    f->set_num_shared(1);
-    f->set_num_layers(kLayers);
+    const v1::RegisterRequest req = Registration("w" + std::to_string(i), {2 * i, 2 * i + 1});
     auto r = ctl.Register(req);
     ASSERT_TRUE(r.ok()) << r.status();
     std::shared_ptr<UpdateSink> sink =
