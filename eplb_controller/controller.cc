@@ -126,14 +126,19 @@ struct Controller::Metrics {
   prometheus::Counter& reports_rejected;
 };
 
-absl::StatusOr<std::unique_ptr<Controller>> Controller::Create(
-    Options options, std::shared_ptr<prometheus::Registry> registry) {
-  auto layout = ExpertLayout::Create(options.layout);
-  if (!layout.ok()) return layout.status();
+absl::Status Controller::ValidateOptions(const Options& options) {
+  if (auto layout = ExpertLayout::Create(options.layout); !layout.ok()) return layout.status();
   if (options.num_layers < 1) {
     return absl::InvalidArgumentError(
         absl::StrCat("num_layers=", options.num_layers, " must be >= 1"));
   }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<Controller>> Controller::Create(
+    Options options, std::shared_ptr<prometheus::Registry> registry) {
+  if (absl::Status s = ValidateOptions(options); !s.ok()) return s;
+  auto layout = ExpertLayout::Create(options.layout);
   std::unique_ptr<Controller> c(new Controller(std::move(options), *layout, std::move(registry)));
   if (absl::Status s = c->LoadState(); !s.ok()) return s;
   return c;

@@ -95,6 +95,8 @@ class Controller {
 
   static absl::StatusOr<std::unique_ptr<Controller>> Create(
       Options options, std::shared_ptr<prometheus::Registry> registry);
+  // What Create checks of the options (the layout, the layer count), without starting anything.
+  static absl::Status ValidateOptions(const Options& options);
   ~Controller();
 
   // Worker API (through the gRPC service).

@@ -24,7 +24,6 @@
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "common/stop_signals.h"
-#include "core/expert_layout.h"
 #include "eplb_controller/controller.h"
 #include "eplb_controller/controller_service.h"
 #include "google/protobuf/io/tokenizer.h"
@@ -174,16 +173,15 @@ int main(int argc, char** argv) {
   }
   const eplb::Controller::Options& o = settings->options;
   if (absl::GetFlag(FLAGS_check_config)) {
-    // The layout's own checks (divisibility and the like), without touching the state dir.
-    if (auto layout = eplb::ExpertLayout::Create(o.layout); !layout.ok()) {
-      std::fprintf(stderr, "eplb_controller: %s\n", std::string(layout.status().message()).c_str());
+    // The controller's own checks, without touching the state dir; and the planner's group
+    // constraint, which it would otherwise meet only when planning.
+    if (absl::Status s = eplb::Controller::ValidateOptions(o); !s.ok()) {
+      std::fprintf(stderr, "eplb_controller: %s\n", std::string(s.message()).c_str());
       return 2;
     }
-    if (o.num_layers < 1 || o.num_groups < 1 || o.layout.num_logical % o.num_groups != 0) {
-      std::fprintf(stderr,
-                   "eplb_controller: num_layers %d must be >= 1 and num_groups %d must divide "
-                   "num_logical %d\n",
-                   o.num_layers, o.num_groups, o.layout.num_logical);
+    if (o.num_groups < 1 || o.layout.num_logical % o.num_groups != 0) {
+      std::fprintf(stderr, "eplb_controller: num_groups %d must divide num_logical %d\n",
+                   o.num_groups, o.layout.num_logical);
       return 2;
     }
     std::printf(
