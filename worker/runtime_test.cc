@@ -184,7 +184,6 @@ TEST_F(CollectiveRuntimeTest, StagesAndSwitchesOnlyWhenEveryRankHoldsTheUpdate) 
 }
 
 TEST_F(CollectiveRuntimeTest, AnAbortOnOneRankBeforeTheBoundaryStagesNothing) {
-  std::vector<v1::PlacementAnswer>& answers = answers_;
   const WorkerRuntime::AnswerFn keep = Keep();
   for (auto& rt : runtimes_) rt->Submit(Update(v1::PlacementUpdate::PREPARE, 2, 1), keep);
   runtimes_[0]->Submit(Update(v1::PlacementUpdate::ABORT, 2, 1), keep);
