@@ -44,4 +44,11 @@ absl::StatusOr<std::vector<CheckpointTarget>> CheckpointTargets(const ExpertLayo
   return out;
 }
 
+int64_t CheckpointIdOfRow(const ExpertLayout& layout, const PlacementMap& map, int layer, int rank,
+                          int local_row) {
+  const int l = layout.routed_slots_per_rank();
+  if (local_row < l) return map.LogicalOf(layer, layout.PhysicalAt(rank, local_row)).value();
+  return layout.num_logical() + (local_row - l);
+}
+
 }  // namespace eplb

@@ -36,6 +36,12 @@ absl::StatusOr<std::vector<CheckpointTarget>> CheckpointTargets(const ExpertLayo
                                                                 const PlacementMap* map, int layer,
                                                                 int64_t checkpoint_id);
 
+// The inverse for one row: the checkpoint id whose weights row `local_row` of `rank` holds under
+// `map` (a routed row: the map's expert there; shared row L + s: E + s). Preconditions: rank and
+// row in range for the layout, layer for the map.
+int64_t CheckpointIdOfRow(const ExpertLayout& layout, const PlacementMap& map, int layer, int rank,
+                          int local_row);
+
 }  // namespace eplb
 
 #endif  // EPLB_CORE_CHECKPOINT_H_

@@ -1,7 +1,9 @@
 #include "core/checkpoint.h"
 
+#include <random>
 #include <vector>
 
+#include "core/test_util.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -41,6 +43,26 @@ TEST(CheckpointTest, RoutedExpertGoesToEveryReplicaIncludingTwoOnOneGpu) {
   EXPECT_EQ((*t)[2].rank, 1);
   EXPECT_EQ((*t)[2].local_row, 1);
   EXPECT_THAT(Slots(*t), ::testing::ElementsAre(0, 2, 6));
+}
+
+TEST(CheckpointTest, EveryRowNamesTheCheckpointIdThatTargetsIt) {
+  std::mt19937_64 rng(testing::FreshSeed());
+  for (int trial = 0; trial < 50; ++trial) {
+    auto layout = ExpertLayout::Create(testing::RandomLayoutConfig(rng));
+    ASSERT_TRUE(layout.ok()) << layout.status();
+    const PlacementMap map = testing::RandomPlacement(*layout, 1, rng);
+    int rows_named = 0;
+    for (int64_t x = 0; x < layout->num_logical() + layout->num_shared(); ++x) {
+      auto t = CheckpointTargets(*layout, &map, 0, x);
+      ASSERT_TRUE(t.ok()) << t.status();
+      for (const CheckpointTarget& c : *t) {
+        EXPECT_EQ(CheckpointIdOfRow(*layout, map, 0, c.rank, c.local_row), x)
+            << "rank " << c.rank << " row " << c.local_row;
+        ++rows_named;
+      }
+    }
+    EXPECT_EQ(rows_named, layout->ep_size() * layout->slots_per_rank());  // every row, once
+  }
 }
 
 TEST(CheckpointTest, Errors) {

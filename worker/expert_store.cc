@@ -119,11 +119,8 @@ std::vector<int> HostExpertStore::MismatchedRows(int layer, const PlacementMap& 
                                                  const CheckpointReader& read) const {
   std::vector<int> bad;
   std::vector<uint8_t> want(row_bytes_);
-  const int l = layout_.routed_slots_per_rank();
   for (int row = 0; row < rows_per_layer(); ++row) {
-    const int64_t x = row < l ? map.LogicalOf(layer, layout_.PhysicalAt(rank_, row)).value()
-                              : layout_.num_logical() + (row - l);
-    read(layer, x, want.data(), row_bytes_);
+    read(layer, CheckpointIdOfRow(layout_, map, layer, rank_, row), want.data(), row_bytes_);
     if (RowFingerprint(want.data(), row_bytes_) != Fingerprint(layer, row)) bad.push_back(row);
   }
   return bad;

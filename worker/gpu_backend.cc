@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "core/checkpoint.h"
 #include "kernels/cuda_status.h"
 
 namespace eplb {
@@ -43,11 +44,9 @@ absl::StatusOr<uint64_t> GpuWeightBackend::DeviceFingerprint(const uint8_t* devi
 }
 
 absl::Status GpuWeightBackend::Load(const PlacementMap& map) {
-  const int l = layout_.routed_slots_per_rank();
   for (int layer = 0; layer < num_layers_; ++layer) {
     for (int row = 0; row < layout_.slots_per_rank(); ++row) {
-      const int64_t id = row < l ? map.LogicalOf(layer, layout_.PhysicalAt(rank_, row)).value()
-                                 : layout_.num_logical() + (row - l);
+      const int64_t id = CheckpointIdOfRow(layout_, map, layer, rank_, row);
       checkpoint_(layer, id, host_row_.data(), static_cast<int64_t>(host_row_.size()));
       EPLB_CUDA_RETURN_IF_ERROR(
           cudaMemcpy(Row(layer, row), host_row_.data(), host_row_.size(), cudaMemcpyHostToDevice));
@@ -122,11 +121,9 @@ void GpuWeightBackend::Abort() {
 
 std::vector<std::string> GpuWeightBackend::Inconsistencies(const PlacementMap& map) {
   std::vector<std::string> out;
-  const int l = layout_.routed_slots_per_rank();
   for (int layer = 0; layer < num_layers_; ++layer) {
     for (int row = 0; row < layout_.slots_per_rank(); ++row) {
-      const int64_t id = row < l ? map.LogicalOf(layer, layout_.PhysicalAt(rank_, row)).value()
-                                 : layout_.num_logical() + (row - l);
+      const int64_t id = CheckpointIdOfRow(layout_, map, layer, rank_, row);
       auto got = DeviceFingerprint(Row(layer, row));
       if (!got.ok() || *got != ExpectedFingerprint(layer, id)) {
         out.push_back(absl::StrCat("rank ", rank_, " layer ", layer, " row ", row));
