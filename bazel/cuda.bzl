@@ -17,6 +17,7 @@ NVCC = "/usr/local/cuda/bin/nvcc"
 NVCC_FLAGS = [
     "-std=c++17",
     "-O3",
+    "-lineinfo",  # source lines for Nsight Compute; no effect on the code
     "-Xcompiler",
     "-fPIC",
     "-Xcompiler",
