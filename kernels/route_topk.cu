@@ -1,22 +1,42 @@
-// One cooperative kernel per layer and step: route + count, one grid barrier, plan + expand.
+// One kernel per layer and step: route and count, publish the counts, store, then (only when
+// Waterfill balances over several blocks) a fence-free exchange of the rank counts, then plan
+// and expand.
 //
-//   phase 1 (each block, a contiguous chunk of rows): over the chunk's (row, k) elements in
-//           coalesced batches, dispatch every id, write physical ids, routed slots and weights;
-//           count per physical id in shared memory (the rank counts are sums of those), flag
-//           rows with a routed id; flush with atomics.
-//   grid barrier (skipped when one block covers everything)
-//   phase 2 (one warp of each block, redundantly: no second barrier): the Waterfill plan from
-//           the rank counts: SGLang's level and headroom prefix, or the exact quotas' prefix.
-//   phase 3 (each block, its rows): the shared columns.
+//   set-up  the static table is staged in shared memory as (physical id, slot) pairs (its load
+//           is issued first, then the first batch's id loads, which it overlaps), so a lookup
+//           is a shared read rather than a global load that waits for the id; bins and row
+//           flags are zeroed.
+//   route   (each block, a contiguous chunk of rows; block-relative 32-bit indices): over the
+//           chunk's (row, k) elements in coalesced batches, dispatch every id, count per
+//           physical id in shared memory (the rank counts are sums of those), flag rows with a
+//           routed id. The last batch's physical ids, slots and weights stay in registers.
+//   publish the rank loads; then the deferred stores, which drain while the blocks exchange.
+//   exchange (several blocks and a balancing policy only): each block adds, for every rank r,
+//           (1 << 40) + its load of r to one 64-bit word of rank r, and polls the words until
+//           each shows all blocks' arrivals. A word carries its own arrival count, so no fence
+//           and no grid barrier is needed: a word that shows every arrival holds every block's
+//           load. The exact policy also publishes each block's valid-row count.
+//   plan    (every block, redundantly; 32-bit): for W <= 32 one warp (lane = rank); above, the
+//           whole block (a rank or two a thread, block scans): SGLang's level and headroom
+//           prefix, or the exact policy's level and quota prefix.
+//   expand  (each block, its rows): the shared columns; then the histogram's global atomics.
 //
-// Why it looks like this (H100 profiles, docs/BENCHMARKS.md): a thread per row made every store
-// strided (8x the memory transactions) and branches between loads serialised them; block-wide
-// plans cost several barriers; cold instruction fetches at branch targets are a visible part of
-// the small-batch time, hence one kernel per policy.
+// The grid: one element a thread (kThreads elements a block) as long as the blocks fit on the
+// device; past that, one block a multiprocessor with whole batches of kBatch a thread.
 //
-// The rank counts live in a double-buffered workspace: call i accumulates into set i % 2 while
-// block 0 clears set (i + 1) % 2, so no memset node is needed and the kernel leaves the
-// workspace ready for the next call. It must be zeroed once when allocated.
+// Why it looks like this (H100/H200 profiles and grid sweeps, docs/BENCHMARKS.md): a thread per
+// row made every store strided; branches between loads serialised them; the earlier grid
+// barrier (arrive, fence, spin, release) plus a global round trip for the rank counts was half
+// of a 4096-token call; at decode sizes most warp stalls were instruction-cache misses, so the
+// executed code is kept short and straight (one kernel per policy and dispatch kind, two batch
+// shapes, predicated per-element code, a 32-bit plan); a block is bound by its SM's store
+// throughput, so more blocks with less each beat fewer with more.
+//
+// The exchange words live in a double-buffered workspace: a call with an exchange uses set
+// c % 2 (c = the call counter, read at entry) while block 0 clears set (c + 1) % 2 and then bumps
+// c, so no memset node is needed and the kernel leaves the workspace ready for the next call.
+// It must be zeroed once when allocated. Calls without an exchange do not touch it. Calls that
+// share a workspace must be stream-ordered (one stream, or events between streams).
 #include <cuda_runtime.h>
 
 #include <climits>
@@ -34,248 +54,288 @@ namespace {
 
 constexpr int kThreads = 512;
 constexpr int kMaxBlocks = 1024;
-constexpr int kMaxSharedBins = 8192;
+constexpr int kBatch = 8;              // phase-1 elements per thread in flight
+constexpr int kMaxSharedBins = 8192;   // physical ids counted in shared memory (else atomics)
+constexpr int kMaxStagedTable = 4096;  // static table entries staged in shared memory
+constexpr int kMaxSlotTable = 4096;    // physical ids with a shared slot table (otherwise)
+constexpr int kMaxRowFlags = 4096;     // rows per block with a shared flag (else re-read)
+// Exchange words of consecutive ranks are this many u64 apart (128 bytes), so that the blocks'
+// atomics and polls spread over the L2 slices instead of queueing at one.
+constexpr int kWordStride = 16;
+constexpr int kArrivalShift = 40;  // exchange word: arrivals << 40 | load (load < 2^31)
+constexpr unsigned long long kLoadMask = (1ull << kArrivalShift) - 1;
+constexpr unsigned long long kPublished = 1ull << 32;  // valid-row word: 1 << 32 | count
 
 struct Workspace {
-  unsigned int* call_counter;     // [1]
-  unsigned int* barrier;          // [2]: arrivals, generation
-  unsigned long long* rank_load;  // [2][W]
-  unsigned int* block_valid;      // [2][kMaxBlocks]
+  unsigned int* call_counter;       // [1]
+  unsigned long long* rank_word;    // [2][W][kWordStride]: word of rank r at [set][r][0]
+  unsigned long long* block_valid;  // [2][kMaxBlocks]
 };
 
-size_t Align8(size_t x) { return (x + 7) / 8 * 8; }
+size_t Align16(size_t x) { return (x + 15) / 16 * 16; }
+
+size_t WorkspaceBytes(int w) {
+  return 128 + sizeof(unsigned long long) * 2 * w * kWordStride +
+         sizeof(unsigned long long) * 2 * kMaxBlocks;
+}
 
 Workspace Carve(void* base, int w) {
   char* p = static_cast<char*>(base);
   Workspace ws;
   ws.call_counter = reinterpret_cast<unsigned int*>(p);
-  ws.barrier = ws.call_counter + 2;
-  p += 16;
-  ws.rank_load = reinterpret_cast<unsigned long long*>(p);
-  p += Align8(sizeof(unsigned long long) * 2 * w);
-  ws.block_valid = reinterpret_cast<unsigned int*>(p);
+  p += 128;
+  ws.rank_word = reinterpret_cast<unsigned long long*>(p);
+  p += sizeof(unsigned long long) * 2 * w * kWordStride;
+  ws.block_valid = reinterpret_cast<unsigned long long*>(p);
   return ws;
 }
 
+// How a logical id becomes a physical id (and its slot), fixed per kernel so that the
+// per-element code has no run-time branch between the ways.
+enum DispatchKind {
+  kStagedTable = 0,  // static table staged in shared memory as (physical, slot) pairs
+  kGlobalTable = 1,  // static table read from global memory (E > kMaxStagedTable)
+  kReplicaPick = 2,  // dynamic: a hashed pick among the expert's replicas
+};
+
+using IntScan = cub::BlockScan<int, kThreads>;
+using PairScan = cub::BlockScan<long long, kThreads>;
+constexpr int kRanksPerThread = (kRouteMaxRanks + kThreads - 1) / kThreads;  // block plans
+
+// The Waterfill plan's shared state. 32-bit throughout: ValidateRouteTopk bounds a call by
+// num_tokens * (top_k + 1) + ep_size < 2^31, which bounds every load, level, quota and prefix
+// here (fewer instructions on the once-per-call path, which is its latency).
+struct PlanShared {
+  int load[kRouteMaxRanks];
+  int prefix[kRouteMaxRanks + 1];
+  unsigned total;        // sum of load
+  unsigned valid;        // valid rows of the call (exact policy, several blocks)
+  unsigned offset;       // valid rows of the lower blocks (exact policy)
+  unsigned block_valid;  // valid rows of this block
+  int fallback;          // SGLang's rank when every headroom is 0
+  int level_acc[3][2];   // exact level search: (sum, count) per step, triple-buffered
+  union {
+    typename IntScan::TempStorage i;
+    typename PairScan::TempStorage ll;
+  } scan;
+};
+
+// The kernel's shape and shared-memory layout (byte offsets; -1: absent), from the launcher.
 struct Shape {
-  int n, k, e, p, w, s, l, rank, min_batch;  // the policy is the kernel's template argument
+  int n, k, e, p, w, s, l, rank, min_batch;
   float shared_weight;
+  int rows_per_block;
+  int off_table;       // int2 (physical, slot)[E] (staged table); else int slot_of[P], or -1
+  int off_bins;        // unsigned [P] (shared bins) or [W] (rank bins)
+  int off_plan;        // PlanShared
+  int off_flags;       // unsigned char [rows_per_block], or -1
   long long* profile;  // debug: clock64 at phase boundaries of block 0 (null: off)
+};
+
+template <typename Id>
+struct Args {
+  const Id* logical;
+  const float* routed_w;
+  const int32_t* table;
+  const int32_t* replicas;
+  const int32_t* replica_count;
+  int max_replicas;
+  bool rank_invariant;
+  Id* physical;
+  unsigned long long* counts;
+  Id* slots;
+  float* weights;
+  int32_t* shared_rank;
+  Workspace ws;
 };
 
 #define EPLB_MARK(i) \
   if (sh.profile != nullptr && blockIdx.x == 0 && threadIdx.x == 0) sh.profile[i] = clock64()
 
-using BlockScan = cub::BlockScan<long long, kThreads>;
+__device__ __forceinline__ unsigned long long LoadRelaxed(const unsigned long long* p) {
+  unsigned long long v;
+  asm volatile("ld.relaxed.gpu.global.u64 %0, [%1];" : "=l"(v) : "l"(p) : "memory");
+  return v;
+}
 
-struct PlanShared {
-  long long load[kRouteMaxRanks];
-  long long prefix[kRouteMaxRanks + 1];
-  long long value;  // broadcast slot
-  long long value2;
-  long long offset;  // exact: valid tokens of lower blocks (the one-warp plan's answer)
-  union {
-    typename BlockScan::TempStorage scan;
-  } cub;
-};
+__device__ __forceinline__ void StoreRelaxed(unsigned long long* p, unsigned long long v) {
+  asm volatile("st.relaxed.gpu.global.u64 [%0], %1;" ::"l"(p), "l"(v) : "memory");
+}
 
-// The Waterfill plan, computed by one warp for any W <= 1024: lane i owns order positions
-// [i*m, i*m + m), m = ceil(W / 32); sums and scans are lane-serial plus warp shuffles, with no
-// block-wide barrier. Same integer arithmetic as the CPU twin (core/waterfill).
-__device__ long long WarpSum(long long x) {
-  for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
-  return x;
+__device__ __forceinline__ int WarpSum(int x) {
+  return static_cast<int>(__reduce_add_sync(0xffffffffu, static_cast<unsigned>(x)));
 }
-__device__ long long WarpMax(long long x) {
-  for (int o = 16; o > 0; o >>= 1) x = max(x, __shfl_xor_sync(0xffffffffu, x, o));
-  return x;
-}
-__device__ long long WarpMin(long long x) {
-  for (int o = 16; o > 0; o >>= 1) x = min(x, __shfl_xor_sync(0xffffffffu, x, o));
-  return x;
-}
-__device__ long long WarpExclusiveScan(long long x) {
+__device__ int WarpExclusiveScan(int x) {
   const int lane = threadIdx.x & 31;
-  long long inc = x;
+  int inc = x;
   for (int o = 1; o < 32; o <<= 1) {
-    const long long y = __shfl_up_sync(0xffffffffu, inc, o);
+    const int y = __shfl_up_sync(0xffffffffu, inc, o);
     if (lane >= o) inc += y;
   }
   return inc - x;
 }
 
-__device__ long long SglangHeadroom(const Shape& sh, long long level, long long load, int r) {
-  long long x = level - load;
+__device__ int SglangHeadroom(const Shape& sh, int level, int load, int r) {
+  int x = level - load;
   if (x < 0) x = 0;
-  if (r != sh.rank) {  // 32-bit arithmetic when exact (64-bit division is out of line)
-    x = x < (1ll << 28) ? static_cast<long long>(static_cast<uint32_t>(x) * 10u / 11u)
-                        : x * 10 / 11;
+  if (r != sh.rank) {
+    x = x < (1 << 28) ? static_cast<int>(static_cast<unsigned>(x) * 10u / 11u)
+                      : static_cast<int>(static_cast<long long>(x) * 10 / 11);
   }
   return x;
 }
 
+// SGLang's level ceil((S + S / K) / W).
+__device__ __forceinline__ int SglangLevel(const Shape& sh, int total_routed) {
+  return (total_routed + total_routed / sh.k + sh.w - 1) / sh.w;
+}
+
 // SGLang's fallback when every headroom is 0 (rare): the sequential hysteresis argmin, as the
-// reference. Lane 0 writes it to sm.value2.
-__device__ void SglangFallback(const Shape& sh, PlanShared& sm, long long total_headroom) {
+// reference. Lane 0 writes it to sm.fallback.
+__device__ void SglangFallback(const Shape& sh, PlanShared& sm, int total_headroom) {
   if ((threadIdx.x & 31) != 0) return;
   int best = sh.rank;
   if (total_headroom == 0) {
     for (int r = 0; r < sh.w; ++r) {
-      if (sm.load[r] * 11 < sm.load[best] * 10) best = r;
-    }
-  }
-  sm.value2 = best;
-}
-
-// Exact policy: the valid tokens of every block (returned) and of the lower ones (sm.offset).
-__device__ long long WarpValidTokens(PlanShared& sm, const unsigned int* valid_of_block) {
-  long long v_all = 0, v_before = 0;
-  for (int b = threadIdx.x & 31; b < static_cast<int>(gridDim.x); b += 32) {
-    const long long v = valid_of_block[b];
-    v_all += v;
-    if (b < static_cast<int>(blockIdx.x)) v_before += v;
-  }
-  const long long valid = WarpSum(v_all);
-  const long long offset = WarpSum(v_before);
-  if ((threadIdx.x & 31) == 0) sm.offset = offset;
-  return valid;
-}
-
-// Warp 0 only. Writes sm.load[0..w), sm.prefix[0..w], sm.value2 (SGLang's fallback rank) and
-// sm.offset (exact: valid tokens of the lower blocks).
-template <int kMode>
-__device__ void WarpPlan(const Shape& sh, PlanShared& sm, const unsigned long long* rank_load,
-                         const unsigned int* valid_of_block) {
-  const int lane = threadIdx.x;
-  const int m = (sh.w + 31) / 32;
-  const int first = lane * m, last = min(sh.w, first + m);
-  long long part = 0;
-  for (int r = lane; r < sh.w; r += 32) {
-    sm.load[r] = static_cast<long long>(rank_load[r]);
-    part += sm.load[r];
-  }
-  __syncwarp();
-  if (lane == 0) sm.prefix[0] = 0;
-  if (kMode == 1) {
-    const long long total_routed = WarpSum(part);
-    const long long level = (total_routed + total_routed / sh.k + sh.w - 1) / sh.w;
-    long long run = 0;
-    for (int r = first; r < last; ++r) {
-      run += SglangHeadroom(sh, level, sm.load[r], r);
-      sm.prefix[r + 1] = run;
-    }
-    const long long before = WarpExclusiveScan(run);
-    for (int r = first; r < last; ++r) sm.prefix[r + 1] += before;
-    SglangFallback(sh, sm, __shfl_sync(0xffffffffu, before + run, 31));
-    __syncwarp();
-    return;
-  }
-  const long long valid = WarpValidTokens(sm, valid_of_block);
-  if (valid <= 0) return;
-  // The level t: for the highest load L* with filled(L*) = sum_q max(0, L* - load_q) < valid,
-  // t = L* + ceil((valid - filled(L*)) / count(L*)), count = #{q : load_q <= L*}; that is the
-  // least t with sum_r max(0, t - load_r) >= valid, found by bisection, O(W / 32) per step.
-  long long t;
-  {
-    long long mn = LLONG_MAX, mx = LLONG_MIN;
-    for (int r = lane; r < sh.w; r += 32) {
-      mn = min(mn, sm.load[r]);
-      mx = max(mx, sm.load[r]);
-    }
-    mn = WarpMin(mn);
-    mx = WarpMax(mx);
-    // f(t) <= W (t - min) and f(t) >= W (t - max) bound the search: f(lo) < valid <= f(hi).
-    const long long per = (valid + sh.w - 1) / sh.w;
-    long long lo = mn + per - 1, hi = mx + per;
-    while (hi - lo > 1) {
-      const long long mid = lo + (hi - lo) / 2;
-      long long f = 0;
-      for (int r = lane; r < sh.w; r += 32) f += mid > sm.load[r] ? mid - sm.load[r] : 0;
-      if (WarpSum(f) >= valid) {
-        hi = mid;
-      } else {
-        lo = mid;
+      if (static_cast<long long>(sm.load[r]) * 11 < static_cast<long long>(sm.load[best]) * 10) {
+        best = r;
       }
     }
-    t = hi;
   }
-  // Quotas by order position; the last partial level to eligible positions in order.
-  long long q_part = 0, e_part = 0;
-  for (int pos = first; pos < last; ++pos) {
-    const long long l = sm.load[ExactOrderRank(pos, sh.rank)];
-    const long long q = t - 1 - l > 0 ? t - 1 - l : 0;
-    q_part += q;
-    e_part += l + q == t - 1;
+  sm.fallback = best;
+}
+
+// W > 32, SGLang: thread i owns ranks [i*R, i*R + R), R = kRanksPerThread; the headroom prefix
+// is one block scan. Writes sm.prefix[0..w] and sm.fallback. Same integers as the CPU twin.
+__device__ void BlockPlanSglang(const Shape& sh, PlanShared& sm) {
+  const int level = SglangLevel(sh, static_cast<int>(sm.total));
+  int h[kRanksPerThread], inc[kRanksPerThread], total = 0;
+#pragma unroll
+  for (int j = 0; j < kRanksPerThread; ++j) {
+    const int r = kRanksPerThread * threadIdx.x + j;
+    h[j] = r < sh.w ? SglangHeadroom(sh, level, sm.load[r], r) : 0;
   }
-  const long long rem = valid - WarpSum(q_part);
-  long long elig_before = WarpExclusiveScan(e_part);
-  long long run = 0;
-  for (int pos = first; pos < last; ++pos) {
-    const long long l = sm.load[ExactOrderRank(pos, sh.rank)];
-    long long q = t - 1 - l > 0 ? t - 1 - l : 0;
-    const bool elig = l + q == t - 1;
-    if (elig) {
-      if (elig_before < rem) ++q;
-      ++elig_before;
+  IntScan(sm.scan.i).InclusiveSum(h, inc, total);
+#pragma unroll
+  for (int j = 0; j < kRanksPerThread; ++j) {
+    const int r = kRanksPerThread * threadIdx.x + j;
+    if (r < sh.w) sm.prefix[r + 1] = inc[j];
+  }
+  if (threadIdx.x == 0) {
+    sm.prefix[0] = 0;
+    SglangFallback(sh, sm, total);
+  }
+}
+
+// W > 32, exact: the level t is the least with sum_r max(0, t - load_r) >= valid. From
+// t = ceil((valid + sum over A of load) / |A|) with A = all ranks, re-evaluated over
+// A = {r : load_r < t} until it stops moving: every step keeps t feasible and never raises it,
+// and at the fixed point t - 1 is infeasible, so t is the least (a handful of steps, each one
+// block reduction). Then quotas by order position: q = max(0, t - 1 - load), plus one for the
+// first `rem` positions that reach t - 1 (one block scan of (q, eligible) packed), and the quota
+// prefix (a second scan).
+__device__ void BlockPlanExact(const Shape& sh, PlanShared& sm, int valid) {
+  if (valid <= 0) return;
+  const int lane = threadIdx.x & 31;
+  int t = (valid + static_cast<int>(sm.total) + sh.w - 1) / sh.w;
+  for (int step = 0;; ++step) {
+    int part = 0, c = 0;
+#pragma unroll
+    for (int j = 0; j < kRanksPerThread; ++j) {
+      const int r = kRanksPerThread * threadIdx.x + j;
+      const int l = r < sh.w ? sm.load[r] : INT_MAX;
+      part += l < t ? l : 0;
+      c += l < t;
     }
-    run += q;
-    sm.prefix[pos + 1] = run;
+    part = WarpSum(part);
+    c = WarpSum(c);
+    int* acc = sm.level_acc[step % 3];
+    if (lane == 0 && c != 0) {
+      atomicAdd(&acc[0], part);
+      atomicAdd(&acc[1], c);
+    }
+    __syncthreads();
+    const int sum = acc[0], count = acc[1];  // count >= 1: f(t) >= valid > 0
+    if (threadIdx.x == 0) {  // read by step - 1 before this barrier, added to at step + 2
+      int* later = sm.level_acc[(step + 2) % 3];
+      later[0] = 0;
+      later[1] = 0;
+    }
+    const int next = (valid + sum + count - 1) / count;
+    if (next >= t) break;
+    t = next;
   }
-  const long long before = WarpExclusiveScan(run);
-  for (int pos = first; pos < last; ++pos) sm.prefix[pos + 1] += before;
-  __syncwarp();
+  int q[kRanksPerThread], inc[kRanksPerThread];
+  bool elig[kRanksPerThread];
+  long long packed[kRanksPerThread], before[kRanksPerThread], aggregate = 0;
+#pragma unroll
+  for (int j = 0; j < kRanksPerThread; ++j) {
+    const int pos = kRanksPerThread * threadIdx.x + j;
+    q[j] = 0;
+    elig[j] = false;
+    if (pos < sh.w) {
+      const int l = sm.load[ExactOrderRank(pos, sh.rank)];
+      q[j] = t - 1 - l > 0 ? t - 1 - l : 0;
+      elig[j] = l + q[j] == t - 1;
+    }
+    packed[j] = (static_cast<long long>(q[j]) << 11) | (elig[j] ? 1 : 0);  // W <= 1024 < 2^11
+  }
+  PairScan(sm.scan.ll).ExclusiveSum(packed, before, aggregate);
+  const int rem = valid - static_cast<int>(aggregate >> 11);
+#pragma unroll
+  for (int j = 0; j < kRanksPerThread; ++j) {
+    if (elig[j] && static_cast<int>(before[j] & 2047) < rem) ++q[j];
+  }
+  __syncthreads();  // the scan storage is reused
+  IntScan(sm.scan.i).InclusiveSum(q, inc);
+#pragma unroll
+  for (int j = 0; j < kRanksPerThread; ++j) {
+    const int pos = kRanksPerThread * threadIdx.x + j;
+    if (pos < sh.w) sm.prefix[pos + 1] = inc[j];
+  }
+  if (threadIdx.x == 0) sm.prefix[0] = 0;
 }
 
 // W <= 32: lane = rank or order position (the shortest path). Same outputs as WarpPlan.
 template <int kMode>
-__device__ void WarpPlanSmall(const Shape& sh, PlanShared& sm, const unsigned long long* rank_load,
-                              const unsigned int* valid_of_block) {
+__device__ void WarpPlanSmall(const Shape& sh, PlanShared& sm, int valid) {
   const int lane = threadIdx.x;
-  const long long load = lane < sh.w ? static_cast<long long>(rank_load[lane]) : 0;
-  sm.load[lane] = load;  // lanes >= w write zeros past the ranks (never read as loads)
-  __syncwarp();
+  const int load = lane < sh.w ? sm.load[lane] : 0;
+  if (lane == 0) sm.prefix[0] = 0;
   if (kMode == 1) {
-    const long long total_routed = WarpSum(load);
-    const long long level = (total_routed + total_routed / sh.k + sh.w - 1) / sh.w;
-    const long long x = lane < sh.w ? SglangHeadroom(sh, level, load, lane) : 0;
-    const long long inc = WarpExclusiveScan(x) + x;
+    const int level = SglangLevel(sh, WarpSum(load));
+    const int x = lane < sh.w ? SglangHeadroom(sh, level, load, lane) : 0;
+    const int inc = WarpExclusiveScan(x) + x;
     sm.prefix[lane + 1] = inc;
-    if (lane == 0) sm.prefix[0] = 0;
     SglangFallback(sh, sm, __shfl_sync(0xffffffffu, inc, 31));
     return;
   }
-  const long long valid = WarpValidTokens(sm, valid_of_block);
   if (valid <= 0) return;
-  long long key = -1;
+  // The level: for the highest load L* with filled(L*) = sum_q max(0, L* - load_q) < valid,
+  // t = L* + ceil((valid - filled(L*)) / count(L*)), count = #{q : load_q <= L*}.
+  long long filled_here = 0;  // up to 32 loads: 64-bit
+  for (int q = 0; q < sh.w; ++q) filled_here += load > sm.load[q] ? load - sm.load[q] : 0;
+  const int lstar = __reduce_max_sync(0xffffffffu, lane < sh.w && filled_here < valid ? load : -1);
+  const int filled = WarpSum(lane < sh.w && lstar > load ? lstar - load : 0);
+  const int count = WarpSum(lane < sh.w && load <= lstar ? 1 : 0);
+  const int t = lstar + (valid - filled + count - 1) / count;
+  int q = 0;
+  bool elig = false;
   if (lane < sh.w) {
-    long long filled = 0;
-    for (int q = 0; q < sh.w; ++q) filled += load > sm.load[q] ? load - sm.load[q] : 0;
-    if (filled < valid) key = (load << 20) | lane;
-  }
-  key = WarpMax(key);
-  const int rstar = static_cast<int>(key & ((1 << 20) - 1));
-  const long long lstar = sm.load[rstar];
-  const long long f_part = lane < sh.w && lstar > load ? lstar - load : 0;
-  const long long c_part = lane < sh.w && load <= lstar ? 1 : 0;
-  const long long filled = WarpSum(f_part);
-  const long long count = WarpSum(c_part);
-  const long long t = lstar + (valid - filled + count - 1) / count;
-  long long q = 0, elig = 0;
-  if (lane < sh.w) {
-    const long long l = sm.load[ExactOrderRank(lane, sh.rank)];
+    const int l = sm.load[ExactOrderRank(lane, sh.rank)];
     q = t - 1 - l > 0 ? t - 1 - l : 0;
     elig = l + q == t - 1;
   }
-  const long long rem = valid - WarpSum(q);
-  const long long before = WarpExclusiveScan(elig);
+  const int rem = valid - WarpSum(q);
+  const unsigned elig_mask = __ballot_sync(0xffffffffu, elig);
+  const int before = __popc(elig_mask & ((1u << lane) - 1u));
   q += (elig && before < rem) ? 1 : 0;
-  const long long inc = WarpExclusiveScan(q) + q;
+  const int inc = WarpExclusiveScan(q) + q;
   sm.prefix[lane + 1] = inc;
-  if (lane == 0) sm.prefix[0] = 0;
 }
 
 // Position of u in sm.prefix: the last i in [0, w) with prefix[i] <= u.
-__device__ int UpperPosition(const long long* prefix, int w, long long u) {
+__device__ int UpperPosition(const int* prefix, int w, int u) {
   int lo = 0, hi = w - 1;
   while (lo < hi) {
     const int mid = (lo + hi + 1) / 2;
@@ -288,16 +348,6 @@ __device__ int UpperPosition(const long long* prefix, int w, long long u) {
   return lo;
 }
 
-constexpr int kBatch = 8;            // phase-1 elements per thread in flight
-constexpr int kMaxRowFlags = 4096;   // rows per block with a shared flag (else re-read)
-constexpr int kMaxSlotTable = 4096;  // physical ids with a shared slot table (else divide)
-
-__host__ __device__ inline size_t FlagsOffset(int w, int p, bool shared_bins) {
-  const size_t bins = sizeof(unsigned int) * (w + (shared_bins ? p : 0));
-  const size_t first = bins > sizeof(PlanShared) ? bins : sizeof(PlanShared);
-  return (first + 15) / 16 * 16;
-}
-
 template <typename Id>
 __device__ bool RowHasRoutedId(const Id* physical, int t, int k) {
   bool any = false;
@@ -305,242 +355,185 @@ __device__ bool RowHasRoutedId(const Id* physical, int t, int k) {
   return any;
 }
 
-// Grid-wide barrier for a cooperative launch (all blocks co-resident): the last block to arrive
-// resets the count and bumps the generation the others spin on. cooperative_groups' grid sync
-// backs off with sleeps that cost microseconds here; a plain spin does not. One block: a block
-// barrier. The counters return to their start state, so the next call reuses them.
-__device__ void GridBarrier(unsigned int* bar) {
-  __syncthreads();
-  if (gridDim.x > 1 && threadIdx.x == 0) {
-    volatile unsigned int* gen = bar + 1;
-    const unsigned int my_gen = *gen;
-    __threadfence();
-    if (atomicAdd(bar, 1u) == gridDim.x - 1) {
-      atomicExch(bar, 0u);
-      __threadfence();
-      atomicAdd(bar + 1, 1u);
-    } else {
-      while (*gen == my_gen) {
-      }
-    }
-    __threadfence();
-  }
-  __syncthreads();
-}
+__device__ __forceinline__ int SlotOf(const Shape& sh, int pk) { return pk + (pk / sh.l) * sh.s; }
 
-template <typename Id, bool kStatic, bool kSharedBins, int kMode>
-__global__ void __launch_bounds__(kThreads)
-    RouteTopkKernel(Shape sh, const Id* __restrict__ logical, const float* __restrict__ routed_w,
-                    const int32_t* __restrict__ table, const int32_t* __restrict__ replicas,
-                    const int32_t* __restrict__ replica_count, int max_replicas,
-                    bool rank_invariant, Id* __restrict__ physical,
-                    unsigned long long* __restrict__ counts, Id* __restrict__ slots,
-                    float* __restrict__ weights, int32_t* __restrict__ shared_rank, Workspace ws) {
-  extern __shared__ __align__(16) unsigned char smem_raw[];
-  unsigned int* rank_bins = reinterpret_cast<unsigned int*>(smem_raw);  // [W]
-  unsigned int* phys_bins = rank_bins + sh.w;                           // [P]
-  PlanShared& plan = *reinterpret_cast<PlanShared*>(smem_raw);          // after the barrier
-  // Per row of the block: does it have a routed id (kept through phase 3; after the larger of
-  // the bins and the plan).
-  unsigned char* row_any = smem_raw + FlagsOffset(sh.w, sh.p, kSharedBins);
-  // Routed slot of each physical id, when P <= kMaxSlotTable.
-  int* slot_of = reinterpret_cast<int*>(row_any + kMaxRowFlags);
-  const bool slot_table = sh.p <= kMaxSlotTable;
-  __shared__ unsigned int block_valid;
+// Phase 1 of one block: its elements [0, n) (of rows [0, rows), relative to the block's first
+// row), with every index 32-bit and block-relative (the pointers start at the block's data).
+template <typename Id, int kDispatch, bool kSharedBins>
+struct Router {
+  using UId = typename std::make_unsigned<Id>::type;
+  const Shape& sh;
+  const Args<Id>& a;
+  const Id* logical;      // the block's ids
+  const float* routed_w;  // the block's weights, or null
+  Id* physical;           // the block's physical ids
+  Id* slots;              // the block's rows of slots
+  float* weights;         // the block's rows of weights
+  int n;                  // elements of the block
+  const int2* entry;      // staged table (kStagedTable)
+  const int* slot_of;     // slot table, or null (otherwise)
+  unsigned* bins;         // [P] (kSharedBins) or [W]
+  unsigned char* flags;   // row flags, or null
+  bool count;             // count into bins
+  bool balance;
+  int row0;  // the block's first row (dynamic dispatch hashes absolute rows)
+  // Row and column of this thread's next element, advanced without divisions.
+  int t_next, k_next;
+  int step_rows, step_cols;
 
-  const bool balance = kMode != 0 && sh.n >= sh.min_batch;
-  EPLB_MARK(0);
-  // The call parity is read now and used after phase 1 (its latency hides behind the loads).
-  const unsigned int parity_raw = balance ? *ws.call_counter : 0u;
-  for (int i = threadIdx.x; i < sh.w; i += blockDim.x) rank_bins[i] = 0;
-  if (kSharedBins) {
-    for (int i = threadIdx.x; i < sh.p; i += blockDim.x) phys_bins[i] = 0;
+  // Branch-free loads of B elements a blockDim apart (indices past the end are clamped and
+  // their values dropped), so the compiler issues all of them before the first use.
+  template <int B>
+  __device__ __forceinline__ void Load(int base, Id (&raw)[B], float (&wv)[B]) const {
+#pragma unroll
+    for (int u = 0; u < B; ++u) {
+      const int i = base + u * kThreads + static_cast<int>(threadIdx.x);
+      raw[u] = __ldg(logical + (i < n ? i : n - 1));
+    }
+#pragma unroll
+    for (int u = 0; u < B; ++u) {
+      const int i = base + u * kThreads + static_cast<int>(threadIdx.x);
+      wv[u] = routed_w != nullptr ? __ldg(routed_w + (i < n ? i : n - 1)) : 1.0f;
+    }
   }
-  if (slot_table) {
-    for (int i = threadIdx.x; i < sh.p; i += blockDim.x) slot_of[i] = i + (i / sh.l) * sh.s;
-  }
-  if (threadIdx.x == 0) block_valid = 0;
-  const int chunk = (sh.n + gridDim.x - 1) / gridDim.x;
-  const int row0 = blockIdx.x * chunk;
-  const int row1 = min(sh.n, row0 + chunk);
-  const int width = sh.k + sh.s;
-  const bool flags = chunk <= kMaxRowFlags;
-  if (flags) {
-    for (int i = threadIdx.x; i < row1 - row0; i += blockDim.x) row_any[i] = 0;
-  }
-  __syncthreads();
-  EPLB_MARK(1);
-  // Phase 1, over the block's (row, k) elements in order, so that consecutive threads read and
-  // write consecutive addresses. Each thread takes kBatch elements a blockDim apart at once:
-  // all their id (and weight) loads, then all table lookups, then the stores, so a batch costs
-  // two memory round trips.
-  const int64_t e0 = static_cast<int64_t>(row0) * sh.k, e1 = static_cast<int64_t>(row1) * sh.k;
-  // Row and column of this thread's first element, advanced without divisions.
-  const int step_rows = static_cast<int>(blockDim.x) / sh.k, step_cols = blockDim.x % sh.k;
-  int64_t t_next = row0 + threadIdx.x / sh.k;
-  int k_next = static_cast<int>(threadIdx.x % sh.k);
-  // One batch of B elements per thread, a blockDim apart: all loads, then all table lookups,
-  // then the stores. Full batches of kBatch while they last, then single elements, so a small
-  // call does not execute (predicated) code for elements it does not have.
-  auto batch = [&](auto b_const, int64_t base) {
-    constexpr int B = decltype(b_const)::value;
-    // Branch-free loads (indices past the end are clamped, their values dropped), so the
-    // compiler issues all of them before the first use.
-    long long raw[B];
-    float wv[B];
+
+  // Dispatch and counts of B loaded elements into `out` (registers); the stores come later
+  // (Store), so that a block can publish its counts first and let its output stores drain
+  // while it waits for the others. kTail: some elements may be past the end. Selects and
+  // predicates rather than branches per element: straight code issues fewer instructions.
+  template <int B>
+  struct Routed {
+    int pk[B], sl[B], t[B];
+    float w[B];
+  };
+  template <int B, bool kTail>
+  __device__ __forceinline__ void Lookup(int base, const Id (&raw)[B], const float (&wv)[B],
+                                         Routed<B>& out) {
 #pragma unroll
     for (int u = 0; u < B; ++u) {
-      const int64_t i = base + static_cast<int64_t>(u) * blockDim.x + threadIdx.x;
-      raw[u] = static_cast<long long>(__ldg(logical + (i < e1 ? i : e1 - 1)));
-    }
-    if (routed_w != nullptr) {
-#pragma unroll
-      for (int u = 0; u < B; ++u) {
-        const int64_t i = base + static_cast<int64_t>(u) * blockDim.x + threadIdx.x;
-        wv[u] = __ldg(routed_w + (i < e1 ? i : e1 - 1));
-      }
-    } else {
-#pragma unroll
-      for (int u = 0; u < B; ++u) wv[u] = 1.0f;
-    }
-    int e[B];
-#pragma unroll
-    for (int u = 0; u < B; ++u) {
-      const int64_t i = base + static_cast<int64_t>(u) * blockDim.x + threadIdx.x;
-      e[u] = i >= e1 ? -2 : ((raw[u] >= 0 && raw[u] < sh.e) ? static_cast<int>(raw[u]) : -1);
-    }
-    int pv[B];
-#pragma unroll
-    for (int u = 0; u < B; ++u) {
-      pv[u] = -1;
-      if (e[u] >= 0) {
-        if (kStatic) {
-          pv[u] = __ldg(table + e[u]);
-        } else {
-          const int64_t i = base + static_cast<int64_t>(u) * blockDim.x + threadIdx.x;
-          const int t = static_cast<int>(i / sh.k), k = static_cast<int>(i % sh.k);
-          const int r =
-              DynamicReplicaIndex(t, k, sh.rank, rank_invariant, __ldg(replica_count + e[u]));
-          pv[u] = __ldg(replicas + e[u] * max_replicas + r);
-        }
-      }
-    }
-#pragma unroll
-    for (int u = 0; u < B; ++u) {
-      const int64_t i = base + static_cast<int64_t>(u) * blockDim.x + threadIdx.x;
-      const int64_t t = t_next;
-      const int64_t o = t * width + k_next;
+      const int i = base + u * kThreads + static_cast<int>(threadIdx.x);
+      const int t = t_next, k = k_next;
       t_next += step_rows;
       k_next += step_cols;
       if (k_next >= sh.k) {
         k_next -= sh.k;
         ++t_next;
       }
-      if (e[u] == -2) continue;
-      const int pk = pv[u];
-      physical[i] = static_cast<Id>(pk);
-      if (pk >= 0) {
-        slots[o] = static_cast<Id>(slot_table ? slot_of[pk] : pk + (pk / sh.l) * sh.s);
-        weights[o] = wv[u];
-        if (flags) row_any[t - row0] = 1;
-        // Shared bins per physical id: the rank counts are their sums per rank (below), so
-        // no atomics go to the W rank bins, which few ranks would make hot.
-        if (kSharedBins) {
-          if (balance || counts != nullptr) atomicAdd(&phys_bins[pk], 1u);
+      const bool ok = static_cast<UId>(raw[u]) < static_cast<UId>(sh.e);
+      const int e = ok ? static_cast<int>(raw[u]) : 0;
+      int pk, sl;
+      if (kDispatch == kStagedTable) {
+        const int2 v = entry[e];
+        pk = ok ? v.x : -1;
+        sl = ok ? v.y : -1;
+      } else {
+        int v;
+        if (kDispatch == kGlobalTable) {
+          v = __ldg(a.table + e);
         } else {
-          if (balance) atomicAdd(&rank_bins[pk / sh.l], 1u);
-          if (counts != nullptr) atomicAdd(&counts[pk], 1ull);
+          const int c = ok ? __ldg(a.replica_count + e) : 1;
+          const int r = DynamicReplicaIndex(row0 + t, k, sh.rank, a.rank_invariant, c);
+          v = __ldg(a.replicas + static_cast<int64_t>(e) * a.max_replicas + r);
         }
+        pk = ok ? v : -1;
+        const int slot = slot_of != nullptr ? slot_of[pk >= 0 ? pk : 0] : SlotOf(sh, pk);
+        sl = pk >= 0 ? slot : -1;
+      }
+      out.pk[u] = pk;
+      out.sl[u] = sl;
+      out.t[u] = t;
+      out.w[u] = pk >= 0 ? wv[u] : 0.0f;
+      const bool live = pk >= 0 && (!kTail || i < n);
+      if (live && flags != nullptr) flags[t] = 1;
+      if (kSharedBins) {
+        if (live && count) atomicAdd(&bins[pk], 1u);
       } else {
-        slots[o] = static_cast<Id>(-1);
-        weights[o] = 0.0f;
+        if (live && balance) atomicAdd(&bins[pk / sh.l], 1u);
+        if (live && a.counts != nullptr) atomicAdd(&a.counts[pk], 1ull);
       }
     }
-  };
-  const int64_t full = static_cast<int64_t>(blockDim.x) * kBatch;
-  int64_t base = e0;
-  for (; base + full <= e1; base += full) batch(std::integral_constant<int, kBatch>{}, base);
-  for (; base < e1; base += blockDim.x) batch(std::integral_constant<int, 1>{}, base);
-  __syncthreads();
-  if (balance) {  // rows with a routed id
-    unsigned part = 0;
-    for (int r = row0 + threadIdx.x; r < row1; r += blockDim.x) {
-      part += flags ? row_any[r - row0] : RowHasRoutedId(physical, r, sh.k);
+  }
+
+  // The slot of element i of row t is i + t * S.
+  template <int B, bool kTail>
+  __device__ __forceinline__ void Store(int base, const Routed<B>& r) const {
+#pragma unroll
+    for (int u = 0; u < B; ++u) {
+      const int i = base + u * kThreads + static_cast<int>(threadIdx.x);
+      if (kTail && i >= n) continue;
+      const int o = i + r.t[u] * sh.s;
+      physical[i] = static_cast<Id>(r.pk[u]);
+      slots[o] = static_cast<Id>(r.sl[u]);
+      weights[o] = r.w[u];
     }
-    const unsigned active = __activemask();
-    const unsigned sum = __reduce_add_sync(active, part);
-    if ((threadIdx.x & 31) == __ffs(active) - 1 && sum != 0) atomicAdd(&block_valid, sum);
-    if (kSharedBins) {
-      if (sh.l >= 8) {  // a warp per rank: lanes split its L bins (a thread would chain L adds)
-        const int lane = threadIdx.x & 31, warps = blockDim.x / 32;
-        for (int r = threadIdx.x / 32; r < sh.w; r += warps) {
-          unsigned load = 0;
-          for (int q = lane; q < sh.l; q += 32) load += phys_bins[r * sh.l + q];
-          load = __reduce_add_sync(0xffffffffu, load);
-          if (lane == 0) rank_bins[r] = load;
-        }
-      } else {
-        for (int r = threadIdx.x; r < sh.w; r += blockDim.x) {
-          unsigned load = 0;
-          for (int q = 0; q < sh.l; ++q) load += phys_bins[r * sh.l + q];
-          rank_bins[r] = load;
-        }
-      }
+  }
+};
+
+// `first` is this thread's first table entry, loaded before the ids (the table is the set-up's
+// only global read, so it goes first).
+template <typename Id, int kDispatch, bool kSharedBins>
+__device__ __forceinline__ void SetUp(const Shape& sh, const Args<Id>& a,
+                                      Router<Id, kDispatch, kSharedBins>& rt, PlanShared& plan,
+                                      int rows, int first) {
+  if (kDispatch == kStagedTable) {
+    int2* entry = const_cast<int2*>(rt.entry);
+    for (int i = threadIdx.x; i < sh.e; i += kThreads) {
+      const int pk = i == static_cast<int>(threadIdx.x) ? first : __ldg(a.table + i);
+      entry[i] = make_int2(pk, pk >= 0 ? SlotOf(sh, pk) : -1);
+    }
+  } else if (rt.slot_of != nullptr) {
+    int* slot_of = const_cast<int*>(rt.slot_of);
+    for (int i = threadIdx.x; i < sh.p; i += kThreads) slot_of[i] = SlotOf(sh, i);
+  }
+  if (rt.count) {
+    const int nb = kSharedBins ? sh.p : sh.w;
+    for (int i = threadIdx.x; i < nb; i += kThreads) rt.bins[i] = 0;
+  }
+  if (rt.flags != nullptr) {
+    for (int i = threadIdx.x; i < rows; i += kThreads) rt.flags[i] = 0;
+  }
+  if (threadIdx.x < 6) (&plan.level_acc[0][0])[threadIdx.x] = 0;
+  if (threadIdx.x == 0) {
+    plan.total = 0;
+    plan.block_valid = 0;
+    plan.valid = 0;
+    plan.offset = 0;
+  }
+}
+
+// Plan (when balancing) and the shared columns of rows [row0, row1).
+template <typename Id, int kMode>
+__device__ __forceinline__ void Expand(const Shape& sh, const Args<Id>& a, PlanShared& plan,
+                                       const unsigned char* flags, bool balance, bool exchange,
+                                       int row0, int row1) {
+  if (balance) {
+    if (exchange) __syncthreads();
+    EPLB_MARK(3);
+    const int valid = kMode == 2 ? static_cast<int>(exchange ? plan.valid : plan.block_valid) : 0;
+    if (sh.w <= 32) {
+      if (threadIdx.x < 32) WarpPlanSmall<kMode>(sh, plan, valid);
+    } else if (kMode == 1) {
+      BlockPlanSglang(sh, plan);
+    } else {
+      BlockPlanExact(sh, plan, valid);
     }
     __syncthreads();
   }
-  const unsigned int parity = parity_raw & 1u;
-  unsigned long long* rank_load = ws.rank_load + parity * sh.w;
-  unsigned int* valid_of_block = ws.block_valid + parity * kMaxBlocks;
-  if (balance) {
-    if (blockIdx.x == 0) {  // clear the other set for the next call
-      for (int i = threadIdx.x; i < sh.w; i += blockDim.x) {
-        ws.rank_load[(1 - parity) * sh.w + i] = 0;
-      }
-      for (int i = threadIdx.x; i < kMaxBlocks; i += blockDim.x) {
-        ws.block_valid[(1 - parity) * kMaxBlocks + i] = 0;
-      }
-    }
-    for (int i = threadIdx.x; i < sh.w; i += blockDim.x) {
-      if (rank_bins[i] != 0)
-        atomicAdd(&rank_load[i], static_cast<unsigned long long>(rank_bins[i]));
-    }
-    if (threadIdx.x == 0) valid_of_block[blockIdx.x] = block_valid;
-  }
-  if (kSharedBins && counts != nullptr) {
-    for (int i = threadIdx.x; i < sh.p; i += blockDim.x) {
-      if (phys_bins[i] != 0) atomicAdd(&counts[i], static_cast<unsigned long long>(phys_bins[i]));
-    }
-  }
-  if (sh.s == 0 && shared_rank == nullptr) return;  // nothing left to write
+  EPLB_MARK(4);
 
-  EPLB_MARK(2);
-  // Phase 2.
-  long long offset = 0;  // valid tokens in lower blocks (exact)
-  if (balance) {
-    GridBarrier(ws.barrier);
-    if (threadIdx.x < 32) {
-      if (sh.w <= 32) {
-        WarpPlanSmall<kMode>(sh, plan, rank_load, valid_of_block);
-      } else {
-        WarpPlan<kMode>(sh, plan, rank_load, valid_of_block);
-      }
-    }
-    __syncthreads();
-    if (kMode == 2) offset = plan.offset;
-    if (blockIdx.x == 0 && threadIdx.x == 0) atomicAdd(ws.call_counter, 1u);
-  }
-
-  EPLB_MARK(3);
-  // Phase 3: rows in tiles of blockDim, with a running valid-token index for the exact policy.
-  for (int base = row0; base < row1; base += blockDim.x) {
-    const int t = base + threadIdx.x;
+  // Expand: rows in tiles of blockDim, with a running valid-row index for the exact policy.
+  int offset = static_cast<int>(plan.offset);
+  const int width = sh.k + sh.s;
+  for (int base_row = row0; base_row < row1; base_row += kThreads) {
+    const int t = base_row + threadIdx.x;
     bool any = false;
-    if (t < row1) any = flags ? row_any[t - row0] != 0 : RowHasRoutedId(physical, t, sh.k);
-    long long j = 0;
+    if (t < row1) {
+      any = flags != nullptr ? flags[t - row0] != 0 : RowHasRoutedId(a.physical, t, sh.k);
+    }
+    int j = 0;
     if (balance && kMode == 2) {
-      long long aggregate = 0;
-      BlockScan(plan.cub.scan).ExclusiveSum(static_cast<long long>(any), j, aggregate);
+      int aggregate = 0;
+      IntScan(plan.scan.i).ExclusiveSum(static_cast<int>(any), j, aggregate);
       __syncthreads();
       j += offset;
       offset += aggregate;
@@ -551,83 +544,329 @@ __global__ void __launch_bounds__(kThreads)
       if (!balance) {
         dest = sh.rank;
       } else if (kMode == 1) {
-        const long long total = plan.prefix[sh.w];
+        const int total = plan.prefix[sh.w];
         if (total <= 0) {
-          dest = static_cast<int>(plan.value2);
+          dest = plan.fallback;
         } else {
-          // 32-bit seed: a 32-bit remainder when the total fits (the 64-bit one is a slow
-          // out-of-line routine), and the seed itself when the total exceeds it.
+          // The total is below 2^31 (the call's bound), so a 32-bit remainder is exact.
           const uint32_t seed = WaterfillSeed(t, sh.rank);
-          const long long u = total > 0xFFFFFFFFll
-                                  ? static_cast<long long>(seed)
-                                  : static_cast<long long>(seed % static_cast<uint32_t>(total));
-          dest = UpperPosition(plan.prefix, sh.w, u);
+          dest = UpperPosition(plan.prefix, sh.w,
+                               static_cast<int>(seed % static_cast<uint32_t>(total)));
         }
       } else {
         dest = ExactOrderRank(UpperPosition(plan.prefix, sh.w, j), sh.rank);
       }
     }
-    if (shared_rank != nullptr) shared_rank[t] = dest;
+    if (a.shared_rank != nullptr) a.shared_rank[t] = dest;
     for (int s = 0; s < sh.s; ++s) {
       const int64_t o = static_cast<int64_t>(t) * width + sh.k + s;
-      slots[o] =
+      a.slots[o] =
           static_cast<Id>(dest >= 0 ? static_cast<long long>(dest) * (sh.l + sh.s) + sh.l + s : -1);
-      weights[o] = dest >= 0 ? sh.shared_weight : 0.0f;
+      a.weights[o] = dest >= 0 ? sh.shared_weight : 0.0f;
     }
   }
-  EPLB_MARK(4);
 }
 
-template <typename Id, bool kStatic, bool kSharedBins, int kMode>
-absl::Status LaunchOne(const Shape& sh, const RouteTopkParams& p, const RouteTopkBuffers<Id>& b,
-                       Workspace ws, cudaStream_t stream) {
-  auto kernel = RouteTopkKernel<Id, kStatic, kSharedBins, kMode>;
-  const size_t smem = FlagsOffset(sh.w, sh.p, kSharedBins) + kMaxRowFlags +
-                      sizeof(int) * (sh.p <= kMaxSlotTable ? sh.p : 0);
-  static int max_blocks = [&] {
-    int sms = 0, per_sm = 0;
-    cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0);
-    cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, 64 * 1024);
-    cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, 64 * 1024);
-    return sms * (per_sm > 0 ? per_sm : 1);
-  }();
-  // About one row per thread, never more blocks than can be co-resident.
-  int blocks = (sh.n + kThreads - 1) / kThreads;
-  if (blocks > max_blocks) blocks = max_blocks;
-  if (blocks > kMaxBlocks) blocks = kMaxBlocks;
-  if (blocks < 1) blocks = 1;
-  auto* counts = reinterpret_cast<unsigned long long*>(b.counts);
-  void* args[] = {const_cast<Shape*>(&sh),
-                  const_cast<const Id**>(&b.logical),
-                  const_cast<const float**>(&b.routed_weights),
-                  const_cast<const int32_t**>(&p.static_table),
-                  const_cast<const int32_t**>(&p.replicas),
-                  const_cast<const int32_t**>(&p.replica_count),
-                  const_cast<int*>(&p.max_replicas),
-                  const_cast<bool*>(&p.rank_invariant),
-                  const_cast<Id**>(&b.physical),
-                  &counts,
-                  const_cast<Id**>(&b.slots),
-                  const_cast<float**>(&b.weights),
-                  const_cast<int32_t**>(&b.shared_rank),
-                  &ws};
-  if (blocks == 1) {  // no grid barrier: a plain launch is cheaper
-    EPLB_CUDA_RETURN_IF_ERROR(
-        cudaLaunchKernel(reinterpret_cast<void*>(kernel), blocks, kThreads, args, smem, stream));
+template <typename Id, int kDispatch, bool kSharedBins, int kMode>
+__global__ void __launch_bounds__(kThreads, 1) RouteTopkKernel(const Shape sh, const Args<Id> a) {
+  extern __shared__ __align__(16) unsigned char smem[];
+  PlanShared& plan = *reinterpret_cast<PlanShared*>(smem + sh.off_plan);
+  const bool balance = kMode != 0 && sh.n >= sh.min_batch;
+  const bool exchange = balance && gridDim.x > 1;
+  EPLB_MARK(0);
+  // The call parity is read now and used after phase 1 (its latency hides behind the loads).
+  const unsigned int counter =
+      exchange ? *reinterpret_cast<volatile unsigned*>(a.ws.call_counter) : 0u;
+  const int row0 = blockIdx.x * sh.rows_per_block;
+  const int row1 = min(sh.n, row0 + sh.rows_per_block);
+  const int rows = row1 - row0;
+  const int64_t e0 = static_cast<int64_t>(row0) * sh.k;
+  const int64_t o0 = static_cast<int64_t>(row0) * (sh.k + sh.s);
+  Router<Id, kDispatch, kSharedBins> rt{sh,
+                                        a,
+                                        a.logical + e0,
+                                        a.routed_w != nullptr ? a.routed_w + e0 : nullptr,
+                                        a.physical + e0,
+                                        a.slots + o0,
+                                        a.weights + o0,
+                                        rows * sh.k,
+                                        reinterpret_cast<const int2*>(smem + sh.off_table),
+                                        kDispatch != kStagedTable && sh.off_table >= 0
+                                            ? reinterpret_cast<const int*>(smem + sh.off_table)
+                                            : nullptr,
+                                        reinterpret_cast<unsigned*>(smem + sh.off_bins),
+                                        sh.off_flags >= 0 ? smem + sh.off_flags : nullptr,
+                                        balance || a.counts != nullptr,
+                                        balance,
+                                        row0,
+                                        static_cast<int>(threadIdx.x) / sh.k,
+                                        static_cast<int>(threadIdx.x) % sh.k,
+                                        kThreads / sh.k,
+                                        kThreads % sh.k};
+  // Phase 1. The launcher sizes the grid so that a thread has at most one element whenever the
+  // blocks fit on the device; past that, whole batches of kBatch per thread where it can. The
+  // first batch's loads are issued before the set-up, which they overlap.
+  const int first_entry = kDispatch == kStagedTable && static_cast<int>(threadIdx.x) < sh.e
+                              ? __ldg(a.table + threadIdx.x)
+                              : 0;
+  // The last batch's results stay in registers until the counts are published (below).
+  constexpr int kFull = kThreads * kBatch;
+  typename Router<Id, kDispatch, kSharedBins>::template Routed<1> one;
+  typename Router<Id, kDispatch, kSharedBins>::template Routed<kBatch> last;
+  int last_base = 0;
+  const bool single = rt.n <= kThreads;
+  if (single) {
+    Id raw[1];
+    float wv[1];
+    rt.template Load<1>(0, raw, wv);
+    SetUp(sh, a, rt, plan, rows, first_entry);
+    __syncthreads();
+    EPLB_MARK(1);
+    rt.template Lookup<1, true>(0, raw, wv, one);
   } else {
-    EPLB_CUDA_RETURN_IF_ERROR(cudaLaunchCooperativeKernel(reinterpret_cast<void*>(kernel), blocks,
-                                                          kThreads, args, smem, stream));
+    Id raw[kBatch];
+    float wv[kBatch];
+    rt.template Load<kBatch>(0, raw, wv);
+    SetUp(sh, a, rt, plan, rows, first_entry);
+    __syncthreads();
+    EPLB_MARK(1);
+    for (; last_base + kFull < rt.n; last_base += kFull) {
+      rt.template Lookup<kBatch, false>(last_base, raw, wv, last);
+      rt.template Store<kBatch, false>(last_base, last);
+      rt.template Load<kBatch>(last_base + kFull, raw, wv);
+    }
+    rt.template Lookup<kBatch, true>(last_base, raw, wv, last);
+  }
+  auto store_last = [&] {
+    if (single) {
+      rt.template Store<1, true>(0, one);
+    } else {
+      rt.template Store<kBatch, true>(last_base, last);
+    }
+  };
+  // Without row flags, rows are told valid by re-reading the physical ids: store them now.
+  const bool defer = rt.flags != nullptr;
+  if (!defer) store_last();
+  __syncthreads();
+  EPLB_MARK(2);
+
+  // Flush: valid rows, rank loads (to the exchange words, or straight to the plan).
+  const unsigned int parity = counter & 1u;
+  unsigned long long* words = a.ws.rank_word + static_cast<int64_t>(parity) * sh.w * kWordStride;
+  unsigned long long* valid_words = a.ws.block_valid + parity * kMaxBlocks;
+  if (balance) {
+    unsigned part = 0;
+    for (int r = row0 + threadIdx.x; r < row1; r += kThreads) {
+      part += rt.flags != nullptr ? rt.flags[r - row0] : RowHasRoutedId(a.physical, r, sh.k);
+    }
+    part = __reduce_add_sync(0xffffffffu, part);
+    if ((threadIdx.x & 31) == 0 && part != 0) atomicAdd(&plan.block_valid, part);
+    // Rank loads: sums of the per-physical-id bins (a warp per rank when L >= 8, since a
+    // thread would chain L adds), or the rank bins themselves.
+    unsigned mine = 0;  // loads this thread published (one block: the plan's total)
+    auto publish = [&](int r, unsigned load) {
+      if (exchange) {
+        atomicAdd(&words[r * kWordStride], (1ull << kArrivalShift) + load);
+      } else {
+        plan.load[r] = static_cast<int>(load);
+        mine += load;
+      }
+    };
+    if (kSharedBins && sh.l >= 8) {
+      const int lane = threadIdx.x & 31;
+      for (int r = threadIdx.x / 32; r < sh.w; r += kThreads / 32) {
+        unsigned load = 0;
+        for (int q = lane; q < sh.l; q += 32) load += rt.bins[r * sh.l + q];
+        load = __reduce_add_sync(0xffffffffu, load);
+        if (lane == 0) publish(r, load);
+      }
+    } else {
+      for (int r = threadIdx.x; r < sh.w; r += kThreads) {
+        unsigned load = 0;
+        if (kSharedBins) {
+          for (int q = 0; q < sh.l; ++q) load += rt.bins[r * sh.l + q];
+        } else {
+          load = rt.bins[r];
+        }
+        publish(r, load);
+      }
+    }
+    if (!exchange) {
+      mine = __reduce_add_sync(0xffffffffu, mine);
+      if ((threadIdx.x & 31) == 0 && mine != 0) atomicAdd(&plan.total, mine);
+    }
+    __syncthreads();  // plan.block_valid, and (one block) plan.load and plan.total complete
+  }
+  if (defer) store_last();  // the counts are out: the stores drain while the blocks exchange
+  if (exchange) {
+    if (kMode == 2 && threadIdx.x == 0) {
+      StoreRelaxed(&valid_words[blockIdx.x], kPublished | plan.block_valid);
+    }
+    if (blockIdx.x == 0) {  // clear the other set for the next call, whatever its policy
+      unsigned long long* other =
+          a.ws.rank_word + static_cast<int64_t>(1 - parity) * sh.w * kWordStride;
+      for (int i = threadIdx.x; i < sh.w; i += kThreads) other[i * kWordStride] = 0;
+      unsigned long long* other_valid = a.ws.block_valid + (1 - parity) * kMaxBlocks;
+      for (int i = threadIdx.x; i < kMaxBlocks; i += kThreads) other_valid[i] = 0;
+    }
+    // Poll: a word that shows every block's arrival holds every block's load.
+    unsigned mine = 0;
+    for (int r = threadIdx.x; r < sh.w; r += kThreads) {
+      unsigned long long v = LoadRelaxed(&words[r * kWordStride]);
+      while ((v >> kArrivalShift) != gridDim.x) v = LoadRelaxed(&words[r * kWordStride]);
+      plan.load[r] = static_cast<int>(v & kLoadMask);
+      mine += static_cast<unsigned>(v & kLoadMask);
+    }
+    mine = __reduce_add_sync(0xffffffffu, mine);
+    if ((threadIdx.x & 31) == 0 && mine != 0) atomicAdd(&plan.total, mine);
+    // Every block has read the counter before its first atomic, so it can move on now.
+    if (blockIdx.x == 0 && threadIdx.x == 0) atomicAdd(a.ws.call_counter, 1u);
+    if (kMode == 2) {
+      unsigned all = 0, before = 0;
+      for (int b = threadIdx.x; b < static_cast<int>(gridDim.x); b += kThreads) {
+        unsigned long long v = LoadRelaxed(&valid_words[b]);
+        while ((v & kPublished) == 0) v = LoadRelaxed(&valid_words[b]);
+        const unsigned rows = static_cast<unsigned>(v & (kPublished - 1));
+        all += rows;
+        before += b < static_cast<int>(blockIdx.x) ? rows : 0u;
+      }
+      all = __reduce_add_sync(0xffffffffu, all);
+      before = __reduce_add_sync(0xffffffffu, before);
+      if ((threadIdx.x & 31) == 0 && all != 0) {
+        atomicAdd(&plan.valid, all);
+        if (before != 0) atomicAdd(&plan.offset, before);
+      }
+    }
+  }
+  if (sh.s != 0 || a.shared_rank != nullptr)
+    Expand<Id, kMode>(sh, a, plan, rt.flags, balance, exchange, row0, row1);
+  // The histogram last: its atomics then never queue ahead of the exchange's or the plan's
+  // shared-memory accesses (the kernel's end waits for them either way).
+  if (kSharedBins && a.counts != nullptr) {
+    for (int i = threadIdx.x; i < sh.p; i += kThreads) {
+      if (rt.bins[i] != 0) atomicAdd(&a.counts[i], static_cast<unsigned long long>(rt.bins[i]));
+    }
+  }
+  EPLB_MARK(5);
+}
+
+// Shared memory of the largest layout a launch can ask for: the staged table or slot table,
+// the bins, the plan and the row flags.
+constexpr size_t kMaxSmem =
+    16 *
+        ((8 * kMaxStagedTable > 4 * kMaxSlotTable ? 8 * kMaxStagedTable : 4 * kMaxSlotTable) / 16) +
+    4 * (kMaxSharedBins + kRouteMaxRanks) + sizeof(PlanShared) + 16 + kMaxRowFlags;
+
+// Blocks of this kernel that can be resident at once on the device, at the largest layout.
+// (The device's multiprocessor count goes to *sms.)
+template <typename Id, int kDispatch, bool kSharedBins, int kMode>
+int MaxResidentBlocks(int* sms) {
+  static int sm_count = 0;
+  static const int max_blocks = [] {
+    auto kernel = RouteTopkKernel<Id, kDispatch, kSharedBins, kMode>;
+    int device = 0, per_sm = 0;
+    cudaGetDevice(&device);
+    cudaDeviceGetAttribute(&sm_count, cudaDevAttrMultiProcessorCount, device);
+    cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                         static_cast<int>(kMaxSmem));
+    cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, kMaxSmem);
+    if (sm_count < 1) sm_count = 1;
+    return sm_count * (per_sm > 0 ? per_sm : 1);
+  }();
+  *sms = sm_count;
+  return max_blocks;
+}
+
+template <typename Id, int kDispatch, bool kSharedBins, int kMode>
+absl::Status LaunchOne(Shape sh, const RouteTopkParams& p, const RouteTopkBuffers<Id>& b,
+                       Workspace ws, cudaStream_t stream) {
+  auto kernel = RouteTopkKernel<Id, kDispatch, kSharedBins, kMode>;
+  int sm_count = 0;
+  const int max_blocks = MaxResidentBlocks<Id, kDispatch, kSharedBins, kMode>(&sm_count);
+  const bool balance = kMode != 0 && p.num_tokens >= p.min_batch;
+  // The grid: at most one element per thread (rows_one rows a block), which measured fastest at
+  // every size (per-SM store throughput bounds a block, not the exchange); when a balancing
+  // call needs more blocks than can be resident, the resident grid with batches per thread.
+  const int64_t rows_one = p.top_k <= kThreads ? kThreads / p.top_k : 1;
+  int64_t blocks = p.grid_blocks > 0 ? p.grid_blocks : (p.num_tokens + rows_one - 1) / rows_one;
+  if (balance) {  // blocks that exchange counts must all be resident at once
+    if (blocks > max_blocks) blocks = max_blocks;
+    // ... and more than one a multiprocessor only lengthens the exchange (measured). Past one
+    // element a thread, a block's rows are whole batches where K allows (no tail batch).
+    if (p.grid_blocks == 0 && blocks > sm_count) {
+      const int64_t full = static_cast<int64_t>(kThreads) * kBatch;
+      const int64_t batch_rows = full % p.top_k == 0 ? full / p.top_k : 1;
+      int64_t rows = (p.num_tokens + sm_count - 1) / sm_count;
+      rows = (rows + batch_rows - 1) / batch_rows * batch_rows;
+      blocks = (p.num_tokens + rows - 1) / rows;
+    }
+    if (blocks > kMaxBlocks) blocks = kMaxBlocks;
+  }
+  if (blocks > p.num_tokens) blocks = p.num_tokens;
+  if (blocks < 1) blocks = 1;
+  sh.rows_per_block = static_cast<int>((p.num_tokens + blocks - 1) / blocks);
+  blocks = (p.num_tokens + sh.rows_per_block - 1) / sh.rows_per_block;  // none without rows
+  // Shared-memory layout.
+  size_t off = 0;
+  if (kDispatch == kStagedTable) {
+    sh.off_table = 0;
+    off = Align16(8 * static_cast<size_t>(p.num_logical));
+  } else if (p.num_physical <= kMaxSlotTable) {
+    sh.off_table = 0;
+    off = Align16(4 * static_cast<size_t>(p.num_physical));
+  } else {
+    sh.off_table = -1;
+  }
+  sh.off_bins = static_cast<int>(off);
+  off += Align16(4 * static_cast<size_t>(kSharedBins ? p.num_physical : p.ep_size));
+  sh.off_plan = static_cast<int>(off);
+  off += Align16(sizeof(PlanShared));
+  if (sh.rows_per_block <= kMaxRowFlags) {
+    sh.off_flags = static_cast<int>(off);
+    off += Align16(sh.rows_per_block);
+  } else {
+    sh.off_flags = -1;
+  }
+  Args<Id> args{b.logical,
+                b.routed_weights,
+                p.static_table,
+                p.replicas,
+                p.replica_count,
+                p.max_replicas,
+                p.rank_invariant,
+                b.physical,
+                reinterpret_cast<unsigned long long*>(b.counts),
+                b.slots,
+                b.weights,
+                b.shared_rank,
+                ws};
+  void* kargs[] = {&sh, &args};
+  if (balance && blocks > 1) {  // the exchange needs every block resident
+    EPLB_CUDA_RETURN_IF_ERROR(cudaLaunchCooperativeKernel(reinterpret_cast<void*>(kernel),
+                                                          static_cast<unsigned>(blocks), kThreads,
+                                                          kargs, off, stream));
+  } else {
+    EPLB_CUDA_RETURN_IF_ERROR(cudaLaunchKernel(reinterpret_cast<void*>(kernel),
+                                               static_cast<unsigned>(blocks), kThreads, kargs, off,
+                                               stream));
   }
   return absl::OkStatus();
 }
 
 template <typename Id, int kMode>
 absl::Status LaunchMode(const Shape& sh, const RouteTopkParams& p, const RouteTopkBuffers<Id>& b,
-                        Workspace ws, cudaStream_t stream, bool is_static, bool shared_bins) {
-  if (is_static && shared_bins) return LaunchOne<Id, true, true, kMode>(sh, p, b, ws, stream);
-  if (is_static) return LaunchOne<Id, true, false, kMode>(sh, p, b, ws, stream);
-  if (shared_bins) return LaunchOne<Id, false, true, kMode>(sh, p, b, ws, stream);
-  return LaunchOne<Id, false, false, kMode>(sh, p, b, ws, stream);
+                        Workspace ws, cudaStream_t stream) {
+  const bool shared_bins = p.num_physical <= kMaxSharedBins;
+  if (p.dispatch == RouteDispatch::kDynamic) {
+    return shared_bins ? LaunchOne<Id, kReplicaPick, true, kMode>(sh, p, b, ws, stream)
+                       : LaunchOne<Id, kReplicaPick, false, kMode>(sh, p, b, ws, stream);
+  }
+  if (p.num_logical <= kMaxStagedTable) {
+    return shared_bins ? LaunchOne<Id, kStagedTable, true, kMode>(sh, p, b, ws, stream)
+                       : LaunchOne<Id, kStagedTable, false, kMode>(sh, p, b, ws, stream);
+  }
+  return shared_bins ? LaunchOne<Id, kGlobalTable, true, kMode>(sh, p, b, ws, stream)
+                     : LaunchOne<Id, kGlobalTable, false, kMode>(sh, p, b, ws, stream);
 }
 
 template <typename Id>
@@ -638,29 +877,28 @@ absl::Status Launch(const RouteTopkParams& p, const RouteTopkBuffers<Id>& b, cud
   const int mode = (p.num_shared == 0 || p.waterfill == RouteWaterfill::kLocal) ? 0
                    : p.waterfill == RouteWaterfill::kSglang                     ? 1
                                                                                 : 2;
-  Shape sh{p.num_tokens,
-           p.top_k,
-           p.num_logical,
-           p.num_physical,
-           p.ep_size,
-           p.num_shared,
-           p.num_physical / p.ep_size,
-           p.rank,
-           p.min_batch,
-           p.shared_weight,
-           p.debug_phase_clocks};
+  Shape sh{};
+  sh.n = p.num_tokens;
+  sh.k = p.top_k;
+  sh.e = p.num_logical;
+  sh.p = p.num_physical;
+  sh.w = p.ep_size;
+  sh.s = p.num_shared;
+  sh.l = p.num_physical / p.ep_size;
+  sh.rank = p.rank;
+  sh.min_batch = p.min_batch;
+  sh.shared_weight = p.shared_weight;
+  sh.profile = p.debug_phase_clocks;
   Workspace ws = Carve(b.workspace, p.ep_size);
-  const bool is_static = p.dispatch == RouteDispatch::kStatic;
-  const bool shared_bins = p.num_physical <= kMaxSharedBins;
   // The policy is a template parameter: each kernel holds only its own plan and expand code,
   // which keeps the once-per-call path short and straight (cold instruction fetches cost).
   switch (mode) {
     case 0:
-      return LaunchMode<Id, 0>(sh, p, b, ws, stream, is_static, shared_bins);
+      return LaunchMode<Id, 0>(sh, p, b, ws, stream);
     case 1:
-      return LaunchMode<Id, 1>(sh, p, b, ws, stream, is_static, shared_bins);
+      return LaunchMode<Id, 1>(sh, p, b, ws, stream);
     default:
-      return LaunchMode<Id, 2>(sh, p, b, ws, stream, is_static, shared_bins);
+      return LaunchMode<Id, 2>(sh, p, b, ws, stream);
   }
 }
 
@@ -668,8 +906,7 @@ absl::Status Launch(const RouteTopkParams& p, const RouteTopkBuffers<Id>& b, cud
 
 size_t RouteTopkWorkspaceBytes(int num_tokens, int ep_size) {
   (void)num_tokens;
-  return 16 + Align8(sizeof(unsigned long long) * 2 * ep_size) +
-         sizeof(unsigned int) * 2 * kMaxBlocks;
+  return WorkspaceBytes(ep_size);
 }
 
 absl::Status LaunchRouteTopk(const RouteTopkParams& p, const RouteTopkBuffers<int32_t>& b,

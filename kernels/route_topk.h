@@ -5,12 +5,14 @@
 //                             ->  slot ids [N][K+S] + weights (routed remap, shared columns)
 //                             ->  Waterfill: the rank of each token's shared expert
 //
-// Launcher-only header (plain C++). One cooperative kernel per call, capturable in a CUDA graph
-// (no host sync, tables read in place): one read of the ids makes the physical ids, the routed
-// slots and both histograms; one grid barrier; then every block derives the Waterfill plan from
-// the rank counts and writes its rows' shared columns. int32 and int64 ids, K <= 16, W <= 1024,
-// any N >= 0. Waterfill uses the static plan (this rank's own counts); dynamic mode's all-reduce
-// belongs to the caller.
+// Launcher-only header (plain C++). One kernel per call, capturable in a CUDA graph (no host
+// sync, tables read in place): one read of the ids makes the physical ids, the routed slots and
+// both histograms; small calls run on one block; larger ones exchange the rank counts between
+// blocks through the workspace (no grid barrier), then every block derives the Waterfill plan
+// and writes its rows' shared columns. int32 and int64 ids, K <= 16, W <= 1024, any N >= 0 with
+// N * (K + 1) + W < 2^31 (about 126M tokens at K = 16; checked). Waterfill uses the static plan
+// (this rank's own counts); dynamic mode's all-reduce belongs to the caller. Calls that share a
+// workspace must be stream-ordered.
 //
 // The CPU twin, RouteTopkRef, is built from //core (dispatch, Waterfill, remap): the kernels must
 // equal it bit for bit.
@@ -54,8 +56,12 @@ struct RouteTopkParams {
   RouteWaterfill waterfill = RouteWaterfill::kSglang;
   int min_batch = 64;  // batches under this keep the shared expert local
   float shared_weight = 1.0f;
-  // Debug: if set, a device array of 5 int64 that receives clock64() of block 0 at the start,
-  // before phase 1, before the barrier, before phase 3 and at the end (for profiling only).
+  // Blocks of the grid; 0 (the default) lets the launcher choose. Set only to measure other
+  // grids (the benchmark's --blocks); capped at what can be resident and at num_tokens.
+  int grid_blocks = 0;
+  // Debug: if set, a device array of 6 int64 that receives clock64() of block 0 at the start,
+  // after the set-up, after phase 1, after the exchange, after the plan and at the end (for
+  // profiling only).
   long long* debug_phase_clocks = nullptr;
 };
 

@@ -3,7 +3,11 @@
 // device-copy bandwidth floor and the launch floor measured in the same run. Prints a markdown
 // table. Run on a GPU machine from the bundle (docs/GPU.md):
 //
-//   gpu_bundle/bin/route_topk_benchmark [--exact]
+//   gpu_bundle/bin/route_topk_benchmark [--exact] [--n N --w W] [--blocks B] [--sweep]
+//
+// --blocks B forces the grid (RouteTopkParams::grid_blocks); --sweep adds, for every size, the
+// graph time of each grid from 1 block up (to choose the launcher's defaults); --profile prints
+// block 0's phase clocks.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -11,8 +15,10 @@
 #include <cstdlib>
 #include <cstring>
 #include <random>
+#include <string>
 #include <vector>
 
+#include "kernels/launch_floor.h"
 #include "kernels/route_topk.h"
 
 namespace eplb {
@@ -71,12 +77,16 @@ double TimeGraph(cudaStream_t s, F fn, int per_graph) {
 int Main(int argc, char** argv) {
   bool exact = false;
   bool profile = false;
+  bool sweep = false;
   int only_n = 0, only_w = 0;  // --n N --w W: one configuration (for profilers)
+  int blocks = 0;
   for (int i = 1; i < argc; ++i) {
     if (std::strcmp(argv[i], "--exact") == 0) exact = true;
     if (std::strcmp(argv[i], "--profile") == 0) profile = true;
     if (std::strcmp(argv[i], "--n") == 0 && i + 1 < argc) only_n = std::atoi(argv[++i]);
     if (std::strcmp(argv[i], "--w") == 0 && i + 1 < argc) only_w = std::atoi(argv[++i]);
+    if (std::strcmp(argv[i], "--blocks") == 0 && i + 1 < argc) blocks = std::atoi(argv[++i]);
+    if (std::strcmp(argv[i], "--sweep") == 0) sweep = true;
   }
   cudaDeviceProp prop;
   CHECK_CUDA(cudaGetDeviceProperties(&prop, 0));
@@ -97,14 +107,20 @@ int Main(int argc, char** argv) {
   CHECK_CUDA(cudaMalloc(&tiny, 4));
   const double launch_us = TimeGraph(
       s, [&] { CHECK_CUDA(cudaMemsetAsync(tiny, 0, 4, s)); }, 20);
-  std::printf("device: %s, copy bandwidth %.2f TB/s, 4-byte memset node in a graph %.2f us\n",
-              prop.name, bw / 1e12, launch_us);
+  // And an (almost) empty kernel node: the floor of any kernel in a graph.
+  const double kernel_us = TimeGraph(
+      s, [&] { CHECK_CUDA(LaunchTouchKernel(static_cast<int*>(tiny), s)); }, 20);
+  std::printf(
+      "device: %s, copy bandwidth %.2f TB/s, 4-byte memset node in a graph %.2f us, empty "
+      "kernel node %.2f us\n",
+      prop.name, bw / 1e12, launch_us, kernel_us);
   std::printf("policy: %s waterfill, static dispatch, K=8, E=256, R=32 (P=288), S=1, int32 ids\n\n",
               exact ? "exact" : "SGLang");
   std::printf(
       "| T | W | stream (us) | graph (us) | bytes | bandwidth floor (us) | launch floor (us) |\n");
   std::printf("|---|---|---|---|---|---|---|\n");
   std::mt19937_64 rng(1);
+  std::vector<std::string> notes;  // printed after the table
   for (int w : {8, 32, 144}) {
     for (int n : {64, 512, 4096, 65536}) {
       if ((only_n && n != only_n) || (only_w && w != only_w)) continue;
@@ -129,7 +145,7 @@ int Main(int argc, char** argv) {
       CHECK_CUDA(cudaMemset(d_counts, 0, p * 8));
       CHECK_CUDA(cudaMemset(d_ws, 0, RouteTopkWorkspaceBytes(n, w)));  // once, per the contract
       long long* d_clocks;
-      CHECK_CUDA(cudaMalloc(&d_clocks, 5 * sizeof(long long)));
+      CHECK_CUDA(cudaMalloc(&d_clocks, 6 * sizeof(long long)));
       RouteTopkParams rp;
       rp.num_tokens = n;
       rp.top_k = k;
@@ -140,6 +156,7 @@ int Main(int argc, char** argv) {
       rp.rank = w / 2;
       rp.static_table = d_table;
       rp.waterfill = exact ? RouteWaterfill::kExact : RouteWaterfill::kSglang;
+      rp.grid_blocks = blocks;
       RouteTopkBuffers<int32_t> b;
       b.logical = d_logical;
       b.physical = d_phys;
@@ -157,17 +174,31 @@ int Main(int argc, char** argv) {
       };
       const double stream_us = TimeStream(s, call, 20);
       const double graph_us = TimeGraph(s, call, 20);
+      char line[512];
       if (profile) {  // one more call with phase clocks
         rp.debug_phase_clocks = d_clocks;
         call();
         CHECK_CUDA(cudaStreamSynchronize(s));
-        long long c[5];
+        long long c[6];
         CHECK_CUDA(cudaMemcpy(c, d_clocks, sizeof(c), cudaMemcpyDeviceToHost));
-        std::printf(
-            "phase cycles (block 0): setup %lld, route+flush %lld, barrier+plan %lld, "
-            "expand %lld\n",
-            c[1] - c[0], c[2] - c[1], c[3] - c[2], c[4] - c[3]);
+        std::snprintf(line, sizeof(line),
+                      "phase cycles (block 0, T=%d W=%d): set-up %lld, route %lld, "
+                      "flush+exchange %lld, plan %lld, expand %lld",
+                      n, w, c[1] - c[0], c[2] - c[1], c[3] - c[2], c[4] - c[3], c[5] - c[4]);
+        notes.push_back(line);
         rp.debug_phase_clocks = nullptr;
+      }
+      if (sweep) {  // the graph time of each grid
+        std::string text = "grid sweep T=" + std::to_string(n) + " W=" + std::to_string(w) +
+                           " (blocks: graph us):";
+        for (int g : {1, 2, 4, 8, 16, 32, 64, 128}) {
+          if (g > n) break;
+          rp.grid_blocks = g;
+          std::snprintf(line, sizeof(line), " %d: %.2f", g, TimeGraph(s, call, 20));
+          text += line;
+        }
+        notes.push_back(text);
+        rp.grid_blocks = blocks;
       }
       cudaFree(d_clocks);
       // Fewest bytes: ids in, physical ids out, slots and weights out, shared rank out.
@@ -184,6 +215,8 @@ int Main(int argc, char** argv) {
       cudaFree(d_ws);
     }
   }
+  std::printf("\n");
+  for (const std::string& note : notes) std::printf("%s\n", note.c_str());
   return 0;
 }
 

@@ -1,5 +1,6 @@
 #include <algorithm>
 #include <climits>
+#include <cstdint>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -29,6 +30,17 @@ absl::Status ValidateRouteTopk(const RouteTopkParams& p) {
   if (p.rank < 0 || p.rank >= p.ep_size) {
     return absl::InvalidArgumentError(
         absl::StrCat("rank=", p.rank, " must be in [0, ", p.ep_size, ")"));
+  }
+  // One call's bound, which keeps the kernels' Waterfill arithmetic in 32 bits (every load,
+  // level, quota and headroom prefix is at most this): 126M tokens at top_k = 16.
+  if (static_cast<int64_t>(p.num_tokens) * (p.top_k + 1) + p.ep_size > INT32_MAX) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "num_tokens=", p.num_tokens, " is too many for one call with top_k=", p.top_k,
+        " and ep_size=", p.ep_size, ": num_tokens * (top_k + 1) + ep_size must be below 2^31"));
+  }
+  if (p.grid_blocks < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("grid_blocks=", p.grid_blocks, " must be >= 0 (0: chosen by the launcher)"));
   }
   if (p.dispatch == RouteDispatch::kStatic && p.static_table == nullptr) {
     return absl::InvalidArgumentError("static dispatch needs static_table");

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "core/dispatch.h"
@@ -22,6 +23,8 @@ struct Case {
   int n, k, w, l, r, s;
   RouteDispatch dispatch;
   RouteWaterfill waterfill;
+  int grid_blocks = 0;  // 0: the launcher's choice
+  bool hot = false;     // every id one of two experts (a single loaded rank)
 };
 
 // Host-side inputs of one case.
@@ -50,6 +53,7 @@ Inputs MakeInputs(const Case& c, std::mt19937_64& rng) {
   in.p.waterfill = c.waterfill;
   in.p.shared_weight = 0.4f;
   in.p.rank_invariant = rng() % 2;
+  in.p.grid_blocks = c.grid_blocks;
   in.table = *BuildStaticDispatchRow(*layout, map, 0, in.p.rank);
   const auto l2p = map.LogicalToAllPhysical();
   in.p.max_replicas = map.max_replicas();
@@ -63,6 +67,7 @@ Inputs MakeInputs(const Case& c, std::mt19937_64& rng) {
   for (auto& id : in.logical) {
     const double x = u(rng);
     id = x < 0.03 ? -1 : x < 0.035 ? e_count + 2 : static_cast<int64_t>(u(rng) * u(rng) * e_count);
+    if (c.hot && id >= 0 && id < e_count) id = id % 2;
   }
   in.routed_w.resize(in.logical.size());
   for (auto& v : in.routed_w) v = static_cast<float>(u(rng));
@@ -104,69 +109,99 @@ HostOut<Id> RunRef(Inputs& in) {
   return o;
 }
 
+// One case's inputs, outputs (poisoned: every element must be written) and the kernel's
+// parameters in device memory. `workspace`: one shared with other calls, or null for its own,
+// zeroed once as the contract says.
+template <typename Id>
+struct DeviceCall {
+  explicit DeviceCall(const Inputs& in, char* workspace = nullptr)
+      : logical(std::vector<Id>(in.logical.begin(), in.logical.end())),
+        routed_w(in.routed_w),
+        table(in.table),
+        replicas(in.replicas),
+        replica_count(in.replica_count),
+        physical(in.logical.size()),
+        slots(Cells(in)),
+        weights(Cells(in)),
+        counts(std::vector<int64_t>(in.p.num_physical, 5)),
+        shared_rank(in.p.num_tokens),
+        own_workspace(
+            workspace != nullptr ? 0 : RouteTopkWorkspaceBytes(in.p.num_tokens, in.p.ep_size)) {
+    Poison();
+    own_workspace.Fill(0);
+    p = in.p;
+    p.static_table = table.get();
+    p.replicas = replicas.get();
+    p.replica_count = replica_count.get();
+    b.logical = logical.get();
+    b.routed_weights = routed_w.get();
+    b.physical = physical.get();
+    b.counts = counts.get();
+    b.slots = slots.get();
+    b.weights = weights.get();
+    b.shared_rank = shared_rank.get();
+    b.workspace = workspace != nullptr ? workspace : own_workspace.get();
+  }
+  static size_t Cells(const Inputs& in) {
+    return static_cast<size_t>(in.p.num_tokens) * (in.p.top_k + in.p.num_shared);
+  }
+  void Poison() {
+    physical.Fill(0x5A);
+    slots.Fill(0x5A);
+    weights.Fill(0x5A);
+    shared_rank.Fill(0x5A);
+  }
+  void Launch(cudaStream_t stream = nullptr) {
+    const absl::Status s = LaunchRouteTopk(p, b, stream);
+    EXPECT_TRUE(s.ok()) << s;
+    EXPECT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+  }
+  HostOut<Id> Download() const {
+    HostOut<Id> o;
+    o.physical = physical.Download();
+    o.slots = slots.Download();
+    o.weights = weights.Download();
+    o.counts = counts.Download();
+    o.shared_rank = shared_rank.Download();
+    return o;
+  }
+
+  testing::DeviceBuffer<Id> logical;
+  testing::DeviceBuffer<float> routed_w;
+  testing::DeviceBuffer<int32_t> table, replicas, replica_count;
+  testing::DeviceBuffer<Id> physical, slots;
+  testing::DeviceBuffer<float> weights;
+  testing::DeviceBuffer<int64_t> counts;
+  testing::DeviceBuffer<int32_t> shared_rank;
+  testing::DeviceBuffer<char> own_workspace;
+  RouteTopkParams p;
+  RouteTopkBuffers<Id> b;
+};
+
 template <typename Id>
 HostOut<Id> RunGpu(Inputs& in) {
-  const size_t nk = in.logical.size();
-  const size_t width = static_cast<size_t>(in.p.top_k + in.p.num_shared);
-  std::vector<Id> logical(in.logical.begin(), in.logical.end());
-  testing::DeviceBuffer<Id> d_logical(logical);
-  testing::DeviceBuffer<float> d_w(in.routed_w);
-  testing::DeviceBuffer<int32_t> d_table(in.table), d_rep(in.replicas), d_cnt(in.replica_count);
-  testing::DeviceBuffer<Id> d_phys(nk), d_slots(static_cast<size_t>(in.p.num_tokens) * width);
-  testing::DeviceBuffer<float> d_weights(static_cast<size_t>(in.p.num_tokens) * width);
-  testing::DeviceBuffer<int64_t> d_counts(std::vector<int64_t>(in.p.num_physical, 5));
-  testing::DeviceBuffer<int32_t> d_shared(in.p.num_tokens);
-  testing::DeviceBuffer<char> d_ws(RouteTopkWorkspaceBytes(in.p.num_tokens, in.p.ep_size));
-  d_phys.Fill(0x5A);  // poison: every element must be written
-  d_slots.Fill(0x5A);
-  d_weights.Fill(0x5A);
-  d_shared.Fill(0x5A);
-  d_ws.Fill(0);  // zeroed once, as the contract says
-  RouteTopkParams p = in.p;
-  p.static_table = d_table.get();
-  p.replicas = d_rep.get();
-  p.replica_count = d_cnt.get();
-  RouteTopkBuffers<Id> b;
-  b.logical = d_logical.get();
-  b.routed_weights = d_w.get();
-  b.physical = d_phys.get();
-  b.counts = d_counts.get();
-  b.slots = d_slots.get();
-  b.weights = d_weights.get();
-  b.shared_rank = d_shared.get();
-  b.workspace = d_ws.get();
+  DeviceCall<Id> call(in);
   // Two calls: the second must not see anything the first left in the workspace. Outputs are
   // poisoned again in between; the histogram accumulates twice.
-  absl::Status s = LaunchRouteTopk(p, b, nullptr);
-  EXPECT_TRUE(s.ok()) << s;
-  EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-  const std::vector<int64_t> once = d_counts.Download();
-  d_phys.Fill(0x5A);
-  d_slots.Fill(0x5A);
-  d_weights.Fill(0x5A);
-  d_shared.Fill(0x5A);
-  s = LaunchRouteTopk(p, b, nullptr);
-  EXPECT_TRUE(s.ok()) << s;
-  EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-  HostOut<Id> o;
-  o.physical = d_phys.Download();
-  o.slots = d_slots.Download();
-  o.weights = d_weights.Download();
-  o.counts = d_counts.Download();
+  call.Launch();
+  const std::vector<int64_t> once = call.counts.Download();
+  call.Poison();
+  call.Launch();
+  HostOut<Id> o = call.Download();
   for (size_t i = 0; i < o.counts.size(); ++i) {
     EXPECT_EQ(o.counts[i] - once[i], once[i] - 5) << "histogram of the second call, bin " << i;
     o.counts[i] = once[i];
   }
-  o.shared_rank = d_shared.Download();
   return o;
 }
 
 template <typename Id>
 void Compare(const Case& c, uint64_t seed) {
-  SCOPED_TRACE(::testing::Message() << "EPLB_TEST_SEED=" << seed << " n=" << c.n << " k=" << c.k
-                                    << " w=" << c.w << " l=" << c.l << " r=" << c.r << " s=" << c.s
-                                    << " dispatch=" << static_cast<int>(c.dispatch) << " waterfill="
-                                    << static_cast<int>(c.waterfill) << " id=" << sizeof(Id));
+  SCOPED_TRACE(::testing::Message()
+               << "EPLB_TEST_SEED=" << seed << " n=" << c.n << " k=" << c.k << " w=" << c.w
+               << " l=" << c.l << " r=" << c.r << " s=" << c.s << " dispatch="
+               << static_cast<int>(c.dispatch) << " waterfill=" << static_cast<int>(c.waterfill)
+               << " id=" << sizeof(Id) << " grid=" << c.grid_blocks << " hot=" << c.hot);
   std::mt19937_64 rng(seed);
   Inputs in = MakeInputs(c, rng);
   HostOut<Id> want = RunRef<Id>(in);
@@ -199,6 +234,23 @@ std::vector<Case> Cases() {
   out.push_back({4096, 8, 8, 36, 32, 0, RouteDispatch::kStatic, RouteWaterfill::kSglang});
   out.push_back({2000, 8, 4, 4096, 100, 1, RouteDispatch::kDynamic, RouteWaterfill::kExact});
   out.push_back({777, 3, 1, 5, 0, 1, RouteDispatch::kStatic, RouteWaterfill::kSglang});
+  // Around the one-block limit (4096 elements), and forced grids: one block for a large call
+  // (rows past the shared row flags), odd grids, one row per block, the most resident blocks.
+  for (auto f : {RouteWaterfill::kSglang, RouteWaterfill::kExact}) {
+    out.push_back({512, 8, 8, 36, 32, 1, RouteDispatch::kStatic, f});
+    out.push_back({513, 8, 8, 36, 32, 1, RouteDispatch::kStatic, f});
+    out.push_back({9000, 8, 32, 9, 32, 1, RouteDispatch::kStatic, f, 1});
+    out.push_back({4099, 8, 144, 2, 32, 1, RouteDispatch::kStatic, f, 7});
+    out.push_back({100, 8, 8, 36, 32, 1, RouteDispatch::kDynamic, f, 100});
+    out.push_back({65536, 16, 512, 1, 256, 2, RouteDispatch::kStatic, f, 1024});
+    out.push_back({4096, 8, 144, 2, 32, 1, RouteDispatch::kStatic, f, 0, true});
+    out.push_back({300, 8, 8, 36, 32, 1, RouteDispatch::kStatic, f, 0, true});
+    out.push_back({20000, 8, 64, 9, 64, 1, RouteDispatch::kStatic, f, 0, true});
+    out.push_back({8192, 8, 1024, 1, 256, 1, RouteDispatch::kStatic, f});  // the most ranks
+    out.push_back({600, 16, 1024, 2, 0, 2, RouteDispatch::kDynamic, f, 0, true});
+  }
+  // A logical table past the staged limit (4096 entries): lookups from global memory.
+  out.push_back({3000, 8, 8, 640, 32, 1, RouteDispatch::kStatic, RouteWaterfill::kExact});
   return out;
 }
 
@@ -243,6 +295,16 @@ TEST(RouteTopkRefTest, RejectsBadParameters) {
   p.dispatch = RouteDispatch::kDynamic;
   EXPECT_EQ(ValidateRouteTopk(p).code(), absl::StatusCode::kInvalidArgument);
   p.dispatch = RouteDispatch::kStatic;
+  p.grid_blocks = -1;
+  const absl::Status grid = ValidateRouteTopk(p);
+  EXPECT_EQ(grid.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(grid.message().find("grid_blocks=-1"), std::string::npos) << grid;
+  p.grid_blocks = 0;
+  p.num_tokens = 800'000'000;  // * (top_k + 1) = 2.4e9, past 2^31
+  const absl::Status big = ValidateRouteTopk(p);
+  EXPECT_EQ(big.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(big.message().find("num_tokens=800000000"), std::string::npos) << big;
+  p.num_tokens = 1;
   EXPECT_TRUE(ValidateRouteTopk(p).ok());
 }
 
@@ -258,6 +320,46 @@ TEST(RouteTopkGpuTest, MatchesTwinInt64) {
   for (const Case& c : Cases()) Compare<int64_t>(c, seed + 3 * c.n + c.w);
 }
 
+// One workspace through calls that exchange counts between blocks and calls that do not, of
+// both policies and several grids: each must equal the twin (the exchange words must be clean
+// at every call, whatever ran before).
+TEST(RouteTopkGpuTest, WorkspaceStaysCleanAcrossMixedCalls) {
+  EPLB_SKIP_WITHOUT_GPU();
+  const uint64_t seed = testing::FreshSeed();
+  std::mt19937_64 rng(seed);
+  const int w = 32;
+  testing::DeviceBuffer<char> d_ws(RouteTopkWorkspaceBytes(0, w));
+  d_ws.Fill(0);
+  const RouteWaterfill kS = RouteWaterfill::kSglang, kE = RouteWaterfill::kExact;
+  const Case seq[] = {
+      {4096, 8, w, 9, 32, 1, RouteDispatch::kStatic, kE},      // several blocks
+      {64, 8, w, 9, 32, 1, RouteDispatch::kStatic, kE},        // one block
+      {5000, 8, w, 9, 32, 1, RouteDispatch::kStatic, kS, 3},   // several blocks
+      {5000, 8, w, 9, 32, 1, RouteDispatch::kStatic, kE, 40},  // more blocks than the last
+      {5000, 8, w, 9, 32, 1, RouteDispatch::kStatic, kE, 2},   // fewer blocks
+      {30, 8, w, 9, 32, 1, RouteDispatch::kStatic, kE},        // under min_batch
+      {5000, 8, w, 9, 32, 1, RouteDispatch::kStatic, RouteWaterfill::kLocal, 9},
+      {8192, 8, w, 9, 32, 1, RouteDispatch::kStatic, kS},
+      {8192, 8, w, 9, 32, 1, RouteDispatch::kStatic, kE},
+  };
+  for (int round = 0; round < 3; ++round) {
+    for (const Case& c : seq) {
+      SCOPED_TRACE(::testing::Message() << "EPLB_TEST_SEED=" << seed << " round=" << round
+                                        << " n=" << c.n << " grid=" << c.grid_blocks);
+      Inputs in = MakeInputs(c, rng);
+      const HostOut<int32_t> want = RunRef<int32_t>(in);
+      DeviceCall<int32_t> call(in, d_ws.get());
+      call.Launch();
+      const HostOut<int32_t> got = call.Download();
+      EXPECT_EQ(got.physical, want.physical);
+      EXPECT_EQ(got.slots, want.slots);
+      EXPECT_EQ(got.weights, want.weights);
+      EXPECT_EQ(got.shared_rank, want.shared_rank);
+      EXPECT_EQ(got.counts, want.counts);
+    }
+  }
+}
+
 // Captured once in a CUDA graph, replayed after the static table changed in place: the replay
 // must see the new table (the kernels read it through the same pointer) and equal the twin.
 TEST(RouteTopkGpuTest, GraphReplaySeesTableUpdatedInPlace) {
@@ -265,29 +367,12 @@ TEST(RouteTopkGpuTest, GraphReplaySeesTableUpdatedInPlace) {
   std::mt19937_64 rng(testing::FreshSeed());
   Case c{4096, 8, 32, 9, 32, 1, RouteDispatch::kStatic, RouteWaterfill::kSglang};
   Inputs in = MakeInputs(c, rng);
-  std::vector<int32_t> logical(in.logical.begin(), in.logical.end());
-  const size_t width = 9;
-  testing::DeviceBuffer<int32_t> d_logical(logical), d_table(in.table);
-  testing::DeviceBuffer<int32_t> d_phys(logical.size()), d_slots(4096 * width), d_shared(4096);
-  testing::DeviceBuffer<float> d_weights(4096 * width);
-  testing::DeviceBuffer<int64_t> d_counts(std::vector<int64_t>(in.p.num_physical, 0));
-  testing::DeviceBuffer<char> d_ws(RouteTopkWorkspaceBytes(4096, 32));
-  d_ws.Fill(0);
-  RouteTopkParams p = in.p;
-  p.static_table = d_table.get();
-  RouteTopkBuffers<int32_t> b;
-  b.logical = d_logical.get();
-  b.physical = d_phys.get();
-  b.counts = d_counts.get();
-  b.slots = d_slots.get();
-  b.weights = d_weights.get();
-  b.shared_rank = d_shared.get();
-  b.workspace = d_ws.get();
+  DeviceCall<int32_t> call(in);
   cudaStream_t stream;
   ASSERT_EQ(cudaStreamCreate(&stream), cudaSuccess);
   cudaGraph_t graph;
   ASSERT_EQ(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal), cudaSuccess);
-  ASSERT_TRUE(LaunchRouteTopk(p, b, stream).ok());
+  ASSERT_TRUE(LaunchRouteTopk(call.p, call.b, stream).ok());
   ASSERT_EQ(cudaStreamEndCapture(stream, &graph), cudaSuccess);
   cudaGraphExec_t exec;
   ASSERT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
@@ -295,28 +380,15 @@ TEST(RouteTopkGpuTest, GraphReplaySeesTableUpdatedInPlace) {
   auto layout = ExpertLayout::Create({in.p.num_logical, 32, 32, 1, 1});
   PlacementMap map2 = testing::RandomPlacement(*layout, 1, rng);
   in.table = *BuildStaticDispatchRow(*layout, map2, 0, in.p.rank);
-  d_table.Upload(in.table);
-  d_counts.Fill(0);
+  call.table.Upload(in.table);
   ASSERT_EQ(cudaGraphLaunch(exec, stream), cudaSuccess);
   ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
-  in.routed_w.clear();
-  std::vector<int32_t> want_phys(logical.size()), want_slots(4096 * width), want_shared(4096);
-  std::vector<float> want_w(4096 * width);
-  std::vector<int64_t> want_counts(in.p.num_physical, 0);
-  RouteTopkParams hp = in.p;
-  hp.static_table = in.table.data();
-  RouteTopkBuffers<int32_t> hb;
-  hb.logical = logical.data();
-  hb.physical = want_phys.data();
-  hb.counts = want_counts.data();
-  hb.slots = want_slots.data();
-  hb.weights = want_w.data();
-  hb.shared_rank = want_shared.data();
-  ASSERT_TRUE(RouteTopkRef(hp, hb).ok());
-  EXPECT_EQ(d_phys.Download(), want_phys);
-  EXPECT_EQ(d_slots.Download(), want_slots);
-  EXPECT_EQ(d_counts.Download(), want_counts);
-  EXPECT_EQ(d_shared.Download(), want_shared);
+  const HostOut<int32_t> want = RunRef<int32_t>(in);
+  const HostOut<int32_t> got = call.Download();
+  EXPECT_EQ(got.physical, want.physical);
+  EXPECT_EQ(got.slots, want.slots);
+  EXPECT_EQ(got.counts, want.counts);
+  EXPECT_EQ(got.shared_rank, want.shared_rank);
   cudaGraphExecDestroy(exec);
   cudaGraphDestroy(graph);
   cudaStreamDestroy(stream);
