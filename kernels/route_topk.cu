@@ -98,8 +98,9 @@ enum DispatchKind {
   kReplicaPick = 2,  // dynamic: a hashed pick among the expert's replicas
 };
 
-using IntScan = cub::BlockScan<int, kThreads>;
-using PairScan = cub::BlockScan<long long, kThreads>;
+// Warp scans then a scan of the warp totals: fewer dependent steps than the default raking.
+using IntScan = cub::BlockScan<int, kThreads, cub::BLOCK_SCAN_WARP_SCANS>;
+using PairScan = cub::BlockScan<long long, kThreads, cub::BLOCK_SCAN_WARP_SCANS>;
 constexpr int kRanksPerThread = (kRouteMaxRanks + kThreads - 1) / kThreads;  // block plans
 
 // The Waterfill plan's shared state. 32-bit throughout: ValidateRouteTopk bounds a call by

@@ -114,17 +114,20 @@ int Main(int argc, char** argv) {
       "device: %s, copy bandwidth %.2f TB/s, 4-byte memset node in a graph %.2f us, empty "
       "kernel node %.2f us\n",
       prop.name, bw / 1e12, launch_us, kernel_us);
-  std::printf("policy: %s waterfill, static dispatch, K=8, E=256, R=32 (P=288), S=1, int32 ids\n\n",
-              exact ? "exact" : "SGLang");
+  std::printf(
+      "policy: %s waterfill, static dispatch, K=8, E=256, R=32 (P=288; W=512: R=256, P=512), "
+      "S=1, int32 ids\n\n",
+      exact ? "exact" : "SGLang");
   std::printf(
       "| T | W | stream (us) | graph (us) | bytes | bandwidth floor (us) | launch floor (us) |\n");
   std::printf("|---|---|---|---|---|---|---|\n");
   std::mt19937_64 rng(1);
   std::vector<std::string> notes;  // printed after the table
-  for (int w : {8, 32, 144}) {
+  for (int w : {8, 32, 144, 512}) {
     for (int n : {64, 512, 4096, 65536}) {
       if ((only_n && n != only_n) || (only_w && w != only_w)) continue;
-      const int k = 8, e = 256, p = 288, sh = 1;
+      // W = 512 needs P to be a multiple of 512: R = 256 there (one expert a rank).
+      const int k = 8, e = 256, p = w == 512 ? 512 : 288, sh = 1;
       std::vector<int32_t> logical(static_cast<size_t>(n) * k), table(e);
       for (auto& v : logical) v = static_cast<int32_t>(rng() % e);
       for (int i = 0; i < e; ++i) table[i] = static_cast<int32_t>((i * 7 + 3) % p);

@@ -34,9 +34,10 @@ def main():
     dev = torch.device("cuda")
     print("device:", torch.cuda.get_device_name(0), "torch", torch.__version__)
     print("| T | W | stream (us) | graph (us) |\n|---|---|---|---|")
-    k, e, p, sh = 8, 256, 288, 1
+    k, e, sh = 8, 256, 1
     g = torch.Generator(device=dev).manual_seed(1)
-    for w in (8, 32, 144):
+    for w in (8, 32, 144, 512):
+        p = 512 if w == 512 else 288  # W = 512: R = 256, one expert a rank
         l = p // w
         rank = w // 2
         table = ((torch.arange(e, device=dev) * 7 + 3) % p).to(torch.int32)
