@@ -72,7 +72,7 @@ struct Workspace {
   unsigned long long* block_valid;  // [2][kMaxBlocks]
 };
 
-size_t Align16(size_t x) { return (x + 15) / 16 * 16; }
+constexpr size_t Align16(size_t x) { return (x + 15) / 16 * 16; }
 
 size_t WorkspaceBytes(int w) {
   return 128 + sizeof(unsigned long long) * 2 * w * kWordStride +
@@ -751,12 +751,37 @@ __global__ void __launch_bounds__(kThreads, 1) RouteTopkKernel(const Shape sh, c
   EPLB_MARK(5);
 }
 
-// Shared memory of the largest layout a launch can ask for: the staged table or slot table,
-// the bins, the plan and the row flags.
+// A launch's shared memory: the staged table or the slot table, the bins, the plan and the row
+// flags (byte offsets, -1 for an absent part), and its size.
+struct SmemLayout {
+  int table = -1, bins = 0, plan = 0, flags = -1;
+  size_t bytes = 0;
+};
+constexpr SmemLayout Layout(bool staged, int e, int p, int w, bool shared_bins, int rows) {
+  SmemLayout l;
+  size_t off = 0;
+  if (staged) {
+    l.table = 0;
+    off = Align16(8 * static_cast<size_t>(e));
+  } else if (p <= kMaxSlotTable) {
+    l.table = 0;
+    off = Align16(4 * static_cast<size_t>(p));
+  }
+  l.bins = static_cast<int>(off);
+  off += Align16(4 * static_cast<size_t>(shared_bins ? p : w));
+  l.plan = static_cast<int>(off);
+  off += Align16(sizeof(PlanShared));
+  if (rows <= kMaxRowFlags) {
+    l.flags = static_cast<int>(off);
+    off += Align16(static_cast<size_t>(rows));
+  }
+  l.bytes = off;
+  return l;
+}
+// The largest layout a launch can ask for (a staged table needs E <= kMaxStagedTable, shared
+// bins P <= kMaxSharedBins; every other part is smaller).
 constexpr size_t kMaxSmem =
-    16 *
-        ((8 * kMaxStagedTable > 4 * kMaxSlotTable ? 8 * kMaxStagedTable : 4 * kMaxSlotTable) / 16) +
-    4 * (kMaxSharedBins + kRouteMaxRanks) + sizeof(PlanShared) + 16 + kMaxRowFlags;
+    Layout(true, kMaxStagedTable, kMaxSharedBins, kRouteMaxRanks, true, kMaxRowFlags).bytes;
 
 // Blocks of this kernel that can be resident at once on the device, at the largest layout.
 // (The device's multiprocessor count goes to *sms.)
@@ -807,27 +832,12 @@ absl::Status LaunchOne(Shape sh, const RouteTopkParams& p, const RouteTopkBuffer
   if (blocks < 1) blocks = 1;
   sh.rows_per_block = static_cast<int>((p.num_tokens + blocks - 1) / blocks);
   blocks = (p.num_tokens + sh.rows_per_block - 1) / sh.rows_per_block;  // none without rows
-  // Shared-memory layout.
-  size_t off = 0;
-  if (kDispatch == kStagedTable) {
-    sh.off_table = 0;
-    off = Align16(8 * static_cast<size_t>(p.num_logical));
-  } else if (p.num_physical <= kMaxSlotTable) {
-    sh.off_table = 0;
-    off = Align16(4 * static_cast<size_t>(p.num_physical));
-  } else {
-    sh.off_table = -1;
-  }
-  sh.off_bins = static_cast<int>(off);
-  off += Align16(4 * static_cast<size_t>(kSharedBins ? p.num_physical : p.ep_size));
-  sh.off_plan = static_cast<int>(off);
-  off += Align16(sizeof(PlanShared));
-  if (sh.rows_per_block <= kMaxRowFlags) {
-    sh.off_flags = static_cast<int>(off);
-    off += Align16(sh.rows_per_block);
-  } else {
-    sh.off_flags = -1;
-  }
+  const SmemLayout smem = Layout(kDispatch == kStagedTable, p.num_logical, p.num_physical,
+                                 p.ep_size, kSharedBins, sh.rows_per_block);
+  sh.off_table = smem.table;
+  sh.off_bins = smem.bins;
+  sh.off_plan = smem.plan;
+  sh.off_flags = smem.flags;
   Args<Id> args{b.logical,
                 b.routed_weights,
                 p.static_table,
@@ -845,11 +855,11 @@ absl::Status LaunchOne(Shape sh, const RouteTopkParams& p, const RouteTopkBuffer
   if (balance && blocks > 1) {  // the exchange needs every block resident
     EPLB_CUDA_RETURN_IF_ERROR(cudaLaunchCooperativeKernel(reinterpret_cast<void*>(kernel),
                                                           static_cast<unsigned>(blocks), kThreads,
-                                                          kargs, off, stream));
+                                                          kargs, smem.bytes, stream));
   } else {
     EPLB_CUDA_RETURN_IF_ERROR(cudaLaunchKernel(reinterpret_cast<void*>(kernel),
-                                               static_cast<unsigned>(blocks), kThreads, kargs, off,
-                                               stream));
+                                               static_cast<unsigned>(blocks), kThreads, kargs,
+                                               smem.bytes, stream));
   }
   return absl::OkStatus();
 }
