@@ -371,8 +371,8 @@ struct Router {
   Id* slots;              // the block's rows of slots
   float* weights;         // the block's rows of weights
   int n;                  // elements of the block
-  const int2* entry;      // staged table (kStagedTable)
-  const int* slot_of;     // slot table, or null (otherwise)
+  int2* entry;            // staged table (kStagedTable), filled by SetUp
+  int* slot_of;           // slot table, or null (otherwise), filled by SetUp
   unsigned* bins;         // [P] (kSharedBins) or [W]
   unsigned char* flags;   // row flags, or null
   bool count;             // count into bins
@@ -477,14 +477,12 @@ __device__ __forceinline__ void SetUp(const Shape& sh, const Args<Id>& a,
                                       Router<Id, kDispatch, kSharedBins>& rt, PlanShared& plan,
                                       int rows, int first) {
   if (kDispatch == kStagedTable) {
-    int2* entry = const_cast<int2*>(rt.entry);
     for (int i = threadIdx.x; i < sh.e; i += kThreads) {
       const int pk = i == static_cast<int>(threadIdx.x) ? first : __ldg(a.table + i);
-      entry[i] = make_int2(pk, pk >= 0 ? SlotOf(sh, pk) : -1);
+      rt.entry[i] = make_int2(pk, pk >= 0 ? SlotOf(sh, pk) : -1);
     }
   } else if (rt.slot_of != nullptr) {
-    int* slot_of = const_cast<int*>(rt.slot_of);
-    for (int i = threadIdx.x; i < sh.p; i += kThreads) slot_of[i] = SlotOf(sh, i);
+    for (int i = threadIdx.x; i < sh.p; i += kThreads) rt.slot_of[i] = SlotOf(sh, i);
   }
   if (rt.count) {
     const int nb = kSharedBins ? sh.p : sh.w;
@@ -591,9 +589,9 @@ __global__ void __launch_bounds__(kThreads, 1) RouteTopkKernel(const Shape sh, c
                                         a.slots + o0,
                                         a.weights + o0,
                                         rows * sh.k,
-                                        reinterpret_cast<const int2*>(smem + sh.off_table),
+                                        reinterpret_cast<int2*>(smem + sh.off_table),
                                         kDispatch != kStagedTable && sh.off_table >= 0
-                                            ? reinterpret_cast<const int*>(smem + sh.off_table)
+                                            ? reinterpret_cast<int*>(smem + sh.off_table)
                                             : nullptr,
                                         reinterpret_cast<unsigned*>(smem + sh.off_bins),
                                         sh.off_flags >= 0 ? smem + sh.off_flags : nullptr,
