@@ -1,5 +1,6 @@
-// A kernel that does nothing but store one word: the launch floor that the routing benchmark
-// quotes beside its timings (a kernel node in a graph, not only a memset node).
+// The routing benchmark's helper kernels: one that does nothing but store one word (the launch
+// floor quoted beside the timings: a kernel node in a graph, not only a memset node), and a
+// copy that stands in for the router's kernel before a routing call.
 #include "kernels/launch_floor.h"
 
 namespace eplb {
@@ -9,10 +10,28 @@ __global__ void TouchKernel(int* p) {
   if (threadIdx.x == 0) *p = 1;
 }
 
+__global__ void CopyKernel(const int32_t* src, int32_t* dst, int64_t n, bool trigger_at_start) {
+  if (trigger_at_start) asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += stride) {
+    dst[i] = src[i];
+  }
+}
+
 }  // namespace
 
 cudaError_t LaunchTouchKernel(int* p, cudaStream_t stream) {
   TouchKernel<<<1, 32, 0, stream>>>(p);
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchCopyKernel(const int32_t* src, int32_t* dst, int64_t n, bool trigger_at_start,
+                             cudaStream_t stream) {
+  int64_t blocks = (n + 255) / 256;
+  if (blocks > 1024) blocks = 1024;
+  if (blocks < 1) blocks = 1;
+  CopyKernel<<<static_cast<unsigned>(blocks), 256, 0, stream>>>(src, dst, n, trigger_at_start);
   return cudaGetLastError();
 }
 

@@ -1,13 +1,22 @@
-// Launcher-only header of the benchmark's launch-floor kernel (kernels/launch_floor.cu).
+// Launcher-only header of the routing benchmark's helper kernels (kernels/launch_floor.cu).
 #ifndef EPLB_KERNELS_LAUNCH_FLOOR_H_
 #define EPLB_KERNELS_LAUNCH_FLOOR_H_
 
 #include <cuda_runtime_api.h>
 
+#include <cstdint>
+
 namespace eplb {
 
 // One block of 32 threads; thread 0 stores 1 to *p.
 cudaError_t LaunchTouchKernel(int* p, cudaStream_t stream);
+
+// A stand-in for the router's top-k kernel, which writes the ids a routing call reads: copies
+// n int32 from src to dst. With trigger_at_start, every block first lets a kernel launched
+// after it with programmatic dependent launch start (as a PDL-aware router kernel would);
+// otherwise such a kernel starts when this one ends.
+cudaError_t LaunchCopyKernel(const int32_t* src, int32_t* dst, int64_t n, bool trigger_at_start,
+                             cudaStream_t stream);
 
 }  // namespace eplb
 

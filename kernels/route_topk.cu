@@ -32,6 +32,11 @@
 // shapes, predicated per-element code, a 32-bit plan); a block is bound by its SM's store
 // throughput, so more blocks with less each beat fewer with more.
 //
+// Programmatic dependent launch (RouteTopkParams::overlap_previous; a kernel of its own): the
+// set-up runs before griddepcontrol.wait, so it and the launch overlap the stream's previous
+// kernel; the ids, the workspace and every output come after the wait. Every call lets its
+// dependents launch at its start (all its blocks are resident by then).
+//
 // The exchange words live in a double-buffered workspace: a call with an exchange uses set
 // c % 2 (c = the call counter, read at entry) while block 0 clears set (c + 1) % 2 and then bumps
 // c, so no memset node is needed and the kernel leaves the workspace ready for the next call.
@@ -161,6 +166,15 @@ __device__ __forceinline__ unsigned long long LoadRelaxed(const unsigned long lo
 
 __device__ __forceinline__ void StoreRelaxed(unsigned long long* p, unsigned long long v) {
   asm volatile("st.relaxed.gpu.global.u64 [%0], %1;" ::"l"(p), "l"(v) : "memory");
+}
+
+// Programmatic dependent launch: wait for the stream's previous kernel (a no-op when the launch
+// did not overlap it), and let the next kernel launched that way start.
+__device__ __forceinline__ void WaitForPreviousKernel() {
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+}
+__device__ __forceinline__ void LetNextKernelStart() {
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
 }
 
 __device__ __forceinline__ int WarpSum(int x) {
@@ -566,16 +580,25 @@ __device__ __forceinline__ void Expand(const Shape& sh, const Args<Id>& a, PlanS
   }
 }
 
-template <typename Id, int kDispatch, bool kSharedBins, int kMode>
+// kOverlap: RouteTopkParams::overlap_previous (a kernel of its own, so that the usual launch
+// keeps its straight prologue).
+template <typename Id, int kDispatch, bool kSharedBins, int kMode, bool kOverlap>
 __global__ void __launch_bounds__(kThreads, 1) RouteTopkKernel(const Shape sh, const Args<Id> a) {
   extern __shared__ __align__(16) unsigned char smem[];
   PlanShared& plan = *reinterpret_cast<PlanShared*>(smem + sh.off_plan);
   const bool balance = kMode != 0 && sh.n >= sh.min_batch;
   const bool exchange = balance && gridDim.x > 1;
+  // Every block is resident once it runs, so a dependent kernel may launch now: it waits for
+  // this one before it reads anything (and takes only multiprocessors this grid leaves free).
+  LetNextKernelStart();
   EPLB_MARK(0);
-  // The call parity is read now and used after phase 1 (its latency hides behind the loads).
-  const unsigned int counter =
-      exchange ? *reinterpret_cast<volatile unsigned*>(a.ws.call_counter) : 0u;
+  // The call parity is read early and used after phase 1 (its latency hides behind the loads);
+  // an overlapping call reads it, like all its inputs, after the previous kernel.
+  unsigned int counter = 0;
+  auto read_counter = [&] {
+    if (exchange) counter = *reinterpret_cast<volatile unsigned*>(a.ws.call_counter);
+  };
+  if (!kOverlap) read_counter();
   const int row0 = blockIdx.x * sh.rows_per_block;
   const int row1 = min(sh.n, row0 + sh.rows_per_block);
   const int rows = row1 - row0;
@@ -604,7 +627,8 @@ __global__ void __launch_bounds__(kThreads, 1) RouteTopkKernel(const Shape sh, c
                                         kThreads % sh.k};
   // Phase 1. The launcher sizes the grid so that a thread has at most one element whenever the
   // blocks fit on the device; past that, whole batches of kBatch per thread where it can. The
-  // first batch's loads are issued before the set-up, which they overlap.
+  // first batch's loads are issued before the set-up, which they overlap; an overlapping call
+  // issues them after the set-up and the wait, its set-up overlapping the previous kernel.
   const int first_entry = kDispatch == kStagedTable && static_cast<int>(threadIdx.x) < sh.e
                               ? __ldg(a.table + threadIdx.x)
                               : 0;
@@ -617,16 +641,26 @@ __global__ void __launch_bounds__(kThreads, 1) RouteTopkKernel(const Shape sh, c
   if (single) {
     Id raw[1];
     float wv[1];
-    rt.template Load<1>(0, raw, wv);
+    if (!kOverlap) rt.template Load<1>(0, raw, wv);
     SetUp(sh, a, rt, plan, rows, first_entry);
+    if (kOverlap) {
+      WaitForPreviousKernel();
+      read_counter();
+      rt.template Load<1>(0, raw, wv);
+    }
     __syncthreads();
     EPLB_MARK(1);
     rt.template Lookup<1, true>(0, raw, wv, one);
   } else {
     Id raw[kBatch];
     float wv[kBatch];
-    rt.template Load<kBatch>(0, raw, wv);
+    if (!kOverlap) rt.template Load<kBatch>(0, raw, wv);
     SetUp(sh, a, rt, plan, rows, first_entry);
+    if (kOverlap) {
+      WaitForPreviousKernel();
+      read_counter();
+      rt.template Load<kBatch>(0, raw, wv);
+    }
     __syncthreads();
     EPLB_MARK(1);
     for (; last_base + kFull < rt.n; last_base += kFull) {
@@ -787,11 +821,14 @@ template <typename Id, int kDispatch, bool kSharedBins, int kMode>
 int MaxResidentBlocks(int* sms) {
   static int sm_count = 0;
   static const int max_blocks = [] {
-    auto kernel = RouteTopkKernel<Id, kDispatch, kSharedBins, kMode>;
+    auto kernel = RouteTopkKernel<Id, kDispatch, kSharedBins, kMode, false>;
+    auto overlapping = RouteTopkKernel<Id, kDispatch, kSharedBins, kMode, true>;
     int device = 0, per_sm = 0;
     cudaGetDevice(&device);
     cudaDeviceGetAttribute(&sm_count, cudaDevAttrMultiProcessorCount, device);
     cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                         static_cast<int>(kMaxSmem));
+    cudaFuncSetAttribute(overlapping, cudaFuncAttributeMaxDynamicSharedMemorySize,
                          static_cast<int>(kMaxSmem));
     cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, kMaxSmem);
     if (sm_count < 1) sm_count = 1;
@@ -804,7 +841,8 @@ int MaxResidentBlocks(int* sms) {
 template <typename Id, int kDispatch, bool kSharedBins, int kMode>
 absl::Status LaunchOne(Shape sh, const RouteTopkParams& p, const RouteTopkBuffers<Id>& b,
                        Workspace ws, cudaStream_t stream) {
-  auto kernel = RouteTopkKernel<Id, kDispatch, kSharedBins, kMode>;
+  auto kernel = p.overlap_previous ? RouteTopkKernel<Id, kDispatch, kSharedBins, kMode, true>
+                                   : RouteTopkKernel<Id, kDispatch, kSharedBins, kMode, false>;
   int sm_count = 0;
   const int max_blocks = MaxResidentBlocks<Id, kDispatch, kSharedBins, kMode>(&sm_count);
   const bool balance = kMode != 0 && p.num_tokens >= p.min_batch;
@@ -850,15 +888,23 @@ absl::Status LaunchOne(Shape sh, const RouteTopkParams& p, const RouteTopkBuffer
                 b.shared_rank,
                 ws};
   void* kargs[] = {&sh, &args};
+  cudaLaunchAttribute attrs[2] = {};
+  cudaLaunchConfig_t config = {};
+  config.gridDim = dim3(static_cast<unsigned>(blocks));
+  config.blockDim = dim3(kThreads);
+  config.dynamicSmemBytes = smem.bytes;
+  config.stream = stream;
+  config.attrs = attrs;
   if (balance && blocks > 1) {  // the exchange needs every block resident
-    EPLB_CUDA_RETURN_IF_ERROR(cudaLaunchCooperativeKernel(reinterpret_cast<void*>(kernel),
-                                                          static_cast<unsigned>(blocks), kThreads,
-                                                          kargs, smem.bytes, stream));
-  } else {
-    EPLB_CUDA_RETURN_IF_ERROR(cudaLaunchKernel(reinterpret_cast<void*>(kernel),
-                                               static_cast<unsigned>(blocks), kThreads, kargs,
-                                               smem.bytes, stream));
+    attrs[config.numAttrs].id = cudaLaunchAttributeCooperative;
+    attrs[config.numAttrs++].val.cooperative = 1;
   }
+  if (p.overlap_previous) {
+    attrs[config.numAttrs].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attrs[config.numAttrs++].val.programmaticStreamSerializationAllowed = 1;
+  }
+  EPLB_CUDA_RETURN_IF_ERROR(
+      cudaLaunchKernelExC(&config, reinterpret_cast<const void*>(kernel), kargs));
   return absl::OkStatus();
 }
 

@@ -59,6 +59,14 @@ struct RouteTopkParams {
   // Blocks of the grid; 0 (the default) lets the launcher choose. Set only to measure other
   // grids (the benchmark's --blocks); capped at what can be resident and at num_tokens.
   int grid_blocks = 0;
+  // Programmatic dependent launch (Hopper): the call may start while the stream's previous
+  // kernel still runs. It stages the static table, then waits for that kernel
+  // (griddepcontrol.wait) before it reads the ids, the weights, the replicas or the workspace,
+  // or writes anything, so its set-up and launch overlap the previous kernel's end. The static
+  // table must not be written by that previous kernel (order a table update before it, or by
+  // a copy, a memset or an event). Every call lets a following kernel that is launched this way
+  // start early; that kernel must wait the same way before it reads this call's outputs.
+  bool overlap_previous = false;
   // Debug: if set, a device array of 6 int64 that receives clock64() of block 0 at the start,
   // after the set-up, after phase 1, after the exchange, after the plan and at the end (for
   // profiling only).

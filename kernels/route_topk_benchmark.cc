@@ -4,10 +4,16 @@
 // table. Run on a GPU machine from the bundle (docs/GPU.md):
 //
 //   gpu_bundle/bin/route_topk_benchmark [--exact] [--n N --w W] [--blocks B] [--sweep]
+//                                       [--no-overlap]
 //
 // --blocks B forces the grid (RouteTopkParams::grid_blocks); --sweep adds, for every size, the
 // graph time of each grid from 1 block up (to choose the launcher's defaults); --profile prints
 // block 0's phase clocks.
+//
+// A second table (unless --no-overlap) times programmatic dependent launch
+// (RouteTopkParams::overlap_previous): back-to-back calls in a graph, and calls after a stand-in
+// for the router's kernel (a copy that writes the ids), as the graph time of (stand-in, call) pairs
+// less the stand-in's alone, with the stand-in letting the call start at its end or at its start.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -78,6 +84,7 @@ int Main(int argc, char** argv) {
   bool exact = false;
   bool profile = false;
   bool sweep = false;
+  bool overlap_table = true;
   int only_n = 0, only_w = 0;  // --n N --w W: one configuration (for profilers)
   int blocks = 0;
   for (int i = 1; i < argc; ++i) {
@@ -87,6 +94,7 @@ int Main(int argc, char** argv) {
     if (std::strcmp(argv[i], "--w") == 0 && i + 1 < argc) only_w = std::atoi(argv[++i]);
     if (std::strcmp(argv[i], "--blocks") == 0 && i + 1 < argc) blocks = std::atoi(argv[++i]);
     if (std::strcmp(argv[i], "--sweep") == 0) sweep = true;
+    if (std::strcmp(argv[i], "--no-overlap") == 0) overlap_table = false;
   }
   cudaDeviceProp prop;
   CHECK_CUDA(cudaGetDeviceProperties(&prop, 0));
@@ -122,7 +130,8 @@ int Main(int argc, char** argv) {
       "| T | W | stream (us) | graph (us) | bytes | bandwidth floor (us) | launch floor (us) |\n");
   std::printf("|---|---|---|---|---|---|---|\n");
   std::mt19937_64 rng(1);
-  std::vector<std::string> notes;  // printed after the table
+  std::vector<std::string> notes;    // printed after the table
+  std::vector<std::string> overlap;  // rows of the overlap table
   for (int w : {8, 32, 144, 512}) {
     for (int n : {64, 512, 4096, 65536}) {
       if ((only_n && n != only_n) || (only_w && w != only_w)) continue;
@@ -178,6 +187,33 @@ int Main(int argc, char** argv) {
       const double stream_us = TimeStream(s, call, 20);
       const double graph_us = TimeGraph(s, call, 20);
       char line[512];
+      if (overlap_table) {  // programmatic dependent launch: back to back, after the stand-in
+        int32_t* d_source;
+        CHECK_CUDA(cudaMalloc(&d_source, logical.size() * 4));
+        CHECK_CUDA(cudaMemcpy(d_source, d_logical, logical.size() * 4, cudaMemcpyDeviceToDevice));
+        bool trigger_at_start = false;
+        auto stand_in = [&] {
+          CHECK_CUDA(LaunchCopyKernel(d_source, d_logical, static_cast<int64_t>(logical.size()),
+                                      trigger_at_start, s));
+        };
+        auto pair = [&] {
+          stand_in();
+          call();
+        };
+        const double alone_us = TimeGraph(s, stand_in, 20);
+        const double pair_us = TimeGraph(s, pair, 20);
+        rp.overlap_previous = true;
+        const double overlapped_us = TimeGraph(s, call, 20);
+        const double pair_end_us = TimeGraph(s, pair, 20);
+        trigger_at_start = true;
+        const double pair_start_us = TimeGraph(s, pair, 20);
+        rp.overlap_previous = false;
+        CHECK_CUDA(cudaFree(d_source));
+        std::snprintf(line, sizeof(line), "| %d | %d | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f |",
+                      n, w, graph_us, overlapped_us, alone_us, pair_us - alone_us,
+                      pair_end_us - alone_us, pair_start_us - alone_us);
+        overlap.push_back(line);
+      }
       if (profile) {  // one more call with phase clocks
         rp.debug_phase_clocks = d_clocks;
         call();
@@ -217,6 +253,16 @@ int Main(int argc, char** argv) {
       cudaFree(d_counts);
       cudaFree(d_ws);
     }
+  }
+  if (!overlap.empty()) {
+    std::printf(
+        "\nProgrammatic dependent launch (graph, us a call; after the stand-in: the pair's time "
+        "less the stand-in's alone)\n\n");
+    std::printf(
+        "| T | W | back to back | back to back, overlapped | stand-in alone | after stand-in | "
+        "overlapped, stand-in lets it start at its end | overlapped, at its start |\n");
+    std::printf("|---|---|---|---|---|---|---|---|\n");
+    for (const std::string& row : overlap) std::printf("%s\n", row.c_str());
   }
   std::printf("\n");
   for (const std::string& note : notes) std::printf("%s\n", note.c_str());

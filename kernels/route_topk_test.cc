@@ -15,6 +15,7 @@
 #include "core/topk_postprocess.h"
 #include "gtest/gtest.h"
 #include "kernels/gpu_test_util.h"
+#include "kernels/launch_floor.h"
 
 namespace eplb {
 namespace {
@@ -358,6 +359,53 @@ TEST(RouteTopkGpuTest, WorkspaceStaysCleanAcrossMixedCalls) {
       EXPECT_EQ(got.counts, want.counts);
     }
   }
+}
+
+// Programmatic dependent launch: each call starts while the kernel that writes its ids (a copy
+// that lets dependents start at its own start) still runs, then a second call overlaps the
+// first. The ids are poisoned before the copy, so a call that read them before waiting would
+// differ from the twin; the second call must see a clean workspace and add to the histogram.
+TEST(RouteTopkGpuTest, OverlappedCallsWaitForTheKernelBefore) {
+  EPLB_SKIP_WITHOUT_GPU();
+  const uint64_t seed = testing::FreshSeed();
+  std::mt19937_64 rng(seed);
+  const RouteWaterfill kS = RouteWaterfill::kSglang, kE = RouteWaterfill::kExact;
+  const Case cases[] = {
+      {64, 8, 8, 36, 32, 1, RouteDispatch::kStatic, kS},        // one block
+      {4096, 8, 144, 2, 32, 1, RouteDispatch::kStatic, kS},     // exchange, block plan
+      {4096, 8, 32, 9, 32, 1, RouteDispatch::kStatic, kE},      // exchange, exact
+      {65536, 8, 8, 36, 32, 1, RouteDispatch::kStatic, kS},     // batches a thread
+      {3000, 8, 8, 640, 32, 1, RouteDispatch::kStatic, kE},     // table from global memory
+      {5000, 8, 32, 9, 32, 1, RouteDispatch::kDynamic, kE, 7},  // replicas, forced grid
+  };
+  cudaStream_t stream;
+  ASSERT_EQ(cudaStreamCreate(&stream), cudaSuccess);
+  for (const Case& c : cases) {
+    SCOPED_TRACE(::testing::Message() << "EPLB_TEST_SEED=" << seed << " n=" << c.n << " w=" << c.w
+                                      << " waterfill=" << static_cast<int>(c.waterfill));
+    Inputs in = MakeInputs(c, rng);
+    const HostOut<int32_t> want = RunRef<int32_t>(in);
+    DeviceCall<int32_t> call(in);
+    call.p.overlap_previous = true;
+    testing::DeviceBuffer<int32_t> source(
+        std::vector<int32_t>(in.logical.begin(), in.logical.end()));
+    call.logical.Fill(0x5A);  // out-of-range ids: padding, unlike the real ones
+    ASSERT_EQ(LaunchCopyKernel(source.get(), call.logical.get(),
+                               static_cast<int64_t>(source.size()), true, stream),
+              cudaSuccess);
+    ASSERT_TRUE(LaunchRouteTopk(call.p, call.b, stream).ok());
+    ASSERT_TRUE(LaunchRouteTopk(call.p, call.b, stream).ok());
+    ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+    const HostOut<int32_t> got = call.Download();
+    EXPECT_EQ(got.physical, want.physical);
+    EXPECT_EQ(got.slots, want.slots);
+    EXPECT_EQ(got.weights, want.weights);
+    EXPECT_EQ(got.shared_rank, want.shared_rank);
+    for (size_t i = 0; i < got.counts.size(); ++i) {
+      EXPECT_EQ(got.counts[i] - 5, 2 * (want.counts[i] - 5)) << "bin " << i;
+    }
+  }
+  cudaStreamDestroy(stream);
 }
 
 // Captured once in a CUDA graph, replayed after the static table changed in place: the replay

@@ -40,6 +40,9 @@ __global__ void InputsKernel(uint64_t seed, int step, int layer, int rank, int t
 
 __global__ void TopkKernel(const float* logits, int tokens, int experts, int k, int32_t* ids,
                            float* weights) {
+  // A kernel launched after this one with programmatic dependent launch (the routing kernel
+  // with overlap_previous) may start now; it waits for this one before it reads the ids.
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
   const int t = blockIdx.x * blockDim.x + threadIdx.x;
   if (t >= tokens) return;
   const float* row = logits + static_cast<int64_t>(t) * experts;

@@ -20,6 +20,7 @@ absl::Status LaunchMoeInputs(uint64_t seed, int step, int layer, int rank, int t
                              int experts, int hot1, int hot2, float* x, float* logits,
                              cudaStream_t stream);
 // Top-k of each row (ties: lower index), softmax over the k chosen: ids[T][K], weights[T][K].
+// Lets a kernel launched after it with programmatic dependent launch start at once.
 absl::Status LaunchTopkSoftmax(const float* logits, int tokens, int experts, int k, int32_t* ids,
                                float* weights, cudaStream_t stream);
 // out[i] = in[index[i]] (rows of `width` floats).

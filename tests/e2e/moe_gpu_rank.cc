@@ -64,6 +64,9 @@ ABSL_FLAG(int, report_every, 2, "report load every this many steps");
 ABSL_FLAG(uint64_t, seed, 1, "seed of inputs and weights");
 ABSL_FLAG(bool, plant_bug, false, "route slots with the logical count (L = E / W): must fail");
 ABSL_FLAG(std::string, waterfill, "exact", "exact or sglang");
+ABSL_FLAG(bool, overlap, false,
+          "launch the routing kernel with programmatic dependent launch, overlapping the top-k "
+          "kernel before it");
 ABSL_FLAG(bool, check, true, "compute the reference and compare");
 ABSL_FLAG(std::string, out, "", "write the result JSON here too");
 ABSL_FLAG(int, staging_rows, 0, "weight staging rows (0: one layer, L)");
@@ -369,6 +372,7 @@ absl::Status Rank::Forward(int layer, int step) {
       absl::GetFlag(FLAGS_waterfill) == "sglang" ? RouteWaterfill::kSglang : RouteWaterfill::kExact;
   p.min_batch = 64;
   p.shared_weight = 1.0f / 2.5f;
+  p.overlap_previous = absl::GetFlag(FLAGS_overlap);  // the table is written by copies only
   RouteTopkBuffers<int32_t> b;
   b.logical = ids;
   b.routed_weights = rw;
