@@ -16,9 +16,10 @@
 //           each shows all blocks' arrivals. A word carries its own arrival count, so no fence
 //           and no grid barrier is needed: a word that shows every arrival holds every block's
 //           load. The exact policy also publishes each block's valid-row count.
-//   plan    (every block, redundantly; 32-bit): for W <= 32 one warp (lane = rank); above, the
-//           whole block (a rank or two a thread, block scans): SGLang's level and headroom
-//           prefix, or the exact policy's level and quota prefix.
+//   plan    (every block, redundantly; 32-bit): SGLang's level and headroom prefix on one
+//           warp for W <= 32 (lane = rank), on the whole block above (a rank or two a thread,
+//           block scans); the exact policy's level and quota prefix on one warp (a run of
+//           ranks a lane, in registers: no block barrier in the level search).
 //   expand  (each block, its rows): the shared columns; then the histogram's global atomics.
 //
 // The grid: one element a thread (kThreads elements a block) as long as the blocks fit on the
@@ -105,8 +106,7 @@ enum DispatchKind {
 
 // Warp scans then a scan of the warp totals: fewer dependent steps than the default raking.
 using IntScan = cub::BlockScan<int, kThreads, cub::BLOCK_SCAN_WARP_SCANS>;
-using PairScan = cub::BlockScan<long long, kThreads, cub::BLOCK_SCAN_WARP_SCANS>;
-constexpr int kRanksPerThread = (kRouteMaxRanks + kThreads - 1) / kThreads;  // block plans
+constexpr int kRanksPerThread = (kRouteMaxRanks + kThreads - 1) / kThreads;  // block plan
 
 // The Waterfill plan's shared state. 32-bit throughout: ValidateRouteTopk bounds a call by
 // num_tokens * (top_k + 1) + ep_size < 2^31, which bounds every load, level, quota and prefix
@@ -119,11 +119,7 @@ struct PlanShared {
   unsigned offset;       // valid rows of the lower blocks (exact policy)
   unsigned block_valid;  // valid rows of this block
   int fallback;          // SGLang's rank when every headroom is 0
-  int level_acc[3][2];   // exact level search: (sum, count) per step, triple-buffered
-  union {
-    typename IntScan::TempStorage i;
-    typename PairScan::TempStorage ll;
-  } scan;
+  typename IntScan::TempStorage scan;
 };
 
 // The kernel's shape and shared-memory layout (byte offsets; -1: absent), from the launcher.
@@ -230,7 +226,7 @@ __device__ void BlockPlanSglang(const Shape& sh, PlanShared& sm) {
     const int r = kRanksPerThread * threadIdx.x + j;
     h[j] = r < sh.w ? SglangHeadroom(sh, level, sm.load[r], r) : 0;
   }
-  IntScan(sm.scan.i).InclusiveSum(h, inc, total);
+  IntScan(sm.scan).InclusiveSum(h, inc, total);
 #pragma unroll
   for (int j = 0; j < kRanksPerThread; ++j) {
     const int r = kRanksPerThread * threadIdx.x + j;
@@ -242,111 +238,106 @@ __device__ void BlockPlanSglang(const Shape& sh, PlanShared& sm) {
   }
 }
 
-// W > 32, exact: the level t is the least with sum_r max(0, t - load_r) >= valid. From
-// t = ceil((valid + sum over A of load) / |A|) with A = all ranks, re-evaluated over
-// A = {r : load_r < t} until it stops moving: every step keeps t feasible and never raises it,
-// and at the fixed point t - 1 is infeasible, so t is the least (a handful of steps, each one
-// block reduction). Then quotas by order position: q = max(0, t - 1 - load), plus one for the
-// first `rem` positions that reach t - 1 (one block scan of (q, eligible) packed), and the quota
-// prefix (a second scan).
-__device__ void BlockPlanExact(const Shape& sh, PlanShared& sm, int valid) {
-  if (valid <= 0) return;
-  const int lane = threadIdx.x & 31;
-  int t = (valid + static_cast<int>(sm.total) + sh.w - 1) / sh.w;
-  for (int step = 0;; ++step) {
-    int part = 0, c = 0;
-#pragma unroll
-    for (int j = 0; j < kRanksPerThread; ++j) {
-      const int r = kRanksPerThread * threadIdx.x + j;
-      const int l = r < sh.w ? sm.load[r] : INT_MAX;
-      part += l < t ? l : 0;
-      c += l < t;
-    }
-    part = WarpSum(part);
-    c = WarpSum(c);
-    int* acc = sm.level_acc[step % 3];
-    if (lane == 0 && c != 0) {
-      atomicAdd(&acc[0], part);
-      atomicAdd(&acc[1], c);
-    }
-    __syncthreads();
-    const int sum = acc[0], count = acc[1];  // count >= 1: f(t) >= valid > 0
-    if (threadIdx.x == 0) {  // read by step - 1 before this barrier, added to at step + 2
-      int* later = sm.level_acc[(step + 2) % 3];
-      later[0] = 0;
-      later[1] = 0;
-    }
-    const int next = (valid + sum + count - 1) / count;
-    if (next >= t) break;
-    t = next;
-  }
-  int q[kRanksPerThread], inc[kRanksPerThread];
-  bool elig[kRanksPerThread];
-  long long packed[kRanksPerThread], before[kRanksPerThread], aggregate = 0;
-#pragma unroll
-  for (int j = 0; j < kRanksPerThread; ++j) {
-    const int pos = kRanksPerThread * threadIdx.x + j;
-    q[j] = 0;
-    elig[j] = false;
-    if (pos < sh.w) {
-      const int l = sm.load[ExactOrderRank(pos, sh.rank)];
-      q[j] = t - 1 - l > 0 ? t - 1 - l : 0;
-      elig[j] = l + q[j] == t - 1;
-    }
-    packed[j] = (static_cast<long long>(q[j]) << 11) | (elig[j] ? 1 : 0);  // W <= 1024 < 2^11
-  }
-  PairScan(sm.scan.ll).ExclusiveSum(packed, before, aggregate);
-  const int rem = valid - static_cast<int>(aggregate >> 11);
-#pragma unroll
-  for (int j = 0; j < kRanksPerThread; ++j) {
-    if (elig[j] && static_cast<int>(before[j] & 2047) < rem) ++q[j];
-  }
-  __syncthreads();  // the scan storage is reused
-  IntScan(sm.scan.i).InclusiveSum(q, inc);
-#pragma unroll
-  for (int j = 0; j < kRanksPerThread; ++j) {
-    const int pos = kRanksPerThread * threadIdx.x + j;
-    if (pos < sh.w) sm.prefix[pos + 1] = inc[j];
-  }
-  if (threadIdx.x == 0) sm.prefix[0] = 0;
-}
-
-// W <= 32: lane = rank or order position (the shortest path). Same outputs as WarpPlan.
-template <int kMode>
-__device__ void WarpPlanSmall(const Shape& sh, PlanShared& sm, int valid) {
+// SGLang, W <= 32: lane = rank. The same integers as the CPU twin.
+__device__ void WarpPlanSglang(const Shape& sh, PlanShared& sm) {
   const int lane = threadIdx.x;
   const int load = lane < sh.w ? sm.load[lane] : 0;
   if (lane == 0) sm.prefix[0] = 0;
-  if (kMode == 1) {
-    const int level = SglangLevel(sh, WarpSum(load));
-    const int x = lane < sh.w ? SglangHeadroom(sh, level, load, lane) : 0;
-    const int inc = WarpExclusiveScan(x) + x;
-    sm.prefix[lane + 1] = inc;
-    SglangFallback(sh, sm, __shfl_sync(0xffffffffu, inc, 31));
-    return;
-  }
-  if (valid <= 0) return;
-  // The level: for the highest load L* with filled(L*) = sum_q max(0, L* - load_q) < valid,
-  // t = L* + ceil((valid - filled(L*)) / count(L*)), count = #{q : load_q <= L*}.
-  long long filled_here = 0;  // up to 32 loads: 64-bit
-  for (int q = 0; q < sh.w; ++q) filled_here += load > sm.load[q] ? load - sm.load[q] : 0;
-  const int lstar = __reduce_max_sync(0xffffffffu, lane < sh.w && filled_here < valid ? load : -1);
-  const int filled = WarpSum(lane < sh.w && lstar > load ? lstar - load : 0);
-  const int count = WarpSum(lane < sh.w && load <= lstar ? 1 : 0);
-  const int t = lstar + (valid - filled + count - 1) / count;
-  int q = 0;
-  bool elig = false;
-  if (lane < sh.w) {
-    const int l = sm.load[ExactOrderRank(lane, sh.rank)];
-    q = t - 1 - l > 0 ? t - 1 - l : 0;
-    elig = l + q == t - 1;
-  }
-  const int rem = valid - WarpSum(q);
-  const unsigned elig_mask = __ballot_sync(0xffffffffu, elig);
-  const int before = __popc(elig_mask & ((1u << lane) - 1u));
-  q += (elig && before < rem) ? 1 : 0;
-  const int inc = WarpExclusiveScan(q) + q;
+  const int level = SglangLevel(sh, WarpSum(load));
+  const int x = lane < sh.w ? SglangHeadroom(sh, level, load, lane) : 0;
+  const int inc = WarpExclusiveScan(x) + x;
   sm.prefix[lane + 1] = inc;
+  SglangFallback(sh, sm, __shfl_sync(0xffffffffu, inc, 31));
+}
+
+// Exact, any W, on one warp: lane i owns the run of R = ceil(W / 32) order positions
+// [i * R, i * R + R), their loads held in registers (kPer >= R of them, unrolled); the warp
+// combines the runs with single-instruction reductions and one pair of shuffle scans, with no
+// block barrier. (A block-wide version, a barrier a step of the level search, was 0.9-1.1 us
+// slower at W = 144 on an H200; an O(W)-a-lane search for W <= 32, up to 0.3 us slower.)
+// The same integers as the CPU twin.
+__device__ __forceinline__ void WarpExclusiveScan2(int& x, int& y) {
+  const int lane = threadIdx.x & 31;
+  int a = x, b = y;
+  for (int o = 1; o < 32; o <<= 1) {
+    const int u = __shfl_up_sync(0xffffffffu, a, o);
+    const int v = __shfl_up_sync(0xffffffffu, b, o);
+    if (lane >= o) {
+      a += u;
+      b += v;
+    }
+  }
+  x = a - x;
+  y = b - y;
+}
+
+// The level t is the least with f(t) = sum_r max(0, t - load_r) >= valid. From
+// t = ceil((valid + sum of all loads) / W), t is re-evaluated over the active set
+// A = {r : load_r < t} as ceil((valid + sum over A of load) / |A|) until it stops moving: every
+// step keeps t feasible and never raises it, and at the fixed point t - 1 is infeasible, so t
+// is the least (a handful of steps). Then by order position q = max(0, t - 1 - load), plus one
+// for the first `rem` positions that reach t - 1: the prefix at a position is the prefix of q
+// plus min(rem, eligible positions so far), both from one pair of scans.
+template <int kPer>
+__device__ void WarpPlanExactRuns(const Shape& sh, PlanShared& sm, int valid) {
+  if (valid <= 0) return;
+  const int per = (sh.w + 31) / 32;
+  const int lo = (threadIdx.x & 31) * per;
+  int load[kPer];  // of the lane's order positions; INT_MAX past the end (never below t)
+#pragma unroll
+  for (int j = 0; j < kPer; ++j) {
+    const int pos = lo + j;
+    load[j] = j < per && pos < sh.w ? sm.load[ExactOrderRank(pos, sh.rank)] : INT_MAX;
+  }
+  int t = (valid + static_cast<int>(sm.total) + sh.w - 1) / sh.w;
+  for (;;) {
+    int part = 0, c = 0;
+#pragma unroll
+    for (int j = 0; j < kPer; ++j) {
+      part += load[j] < t ? load[j] : 0;
+      c += load[j] < t;
+    }
+    part = WarpSum(part);
+    c = WarpSum(c);  // >= 1: f(t) >= valid > 0
+    const int next = (valid + part + c - 1) / c;
+    if (next >= t) break;
+    t = next;
+  }
+  int q[kPer], sum_q = 0, eligible = 0;
+#pragma unroll
+  for (int j = 0; j < kPer; ++j) {  // a load of INT_MAX gets 0 and is not eligible
+    q[j] = load[j] < t - 1 ? t - 1 - load[j] : 0;
+    sum_q += q[j];
+    eligible += load[j] <= t - 1;
+  }
+  const int rem = valid - WarpSum(sum_q);
+  int q_acc = sum_q, e_acc = eligible;
+  WarpExclusiveScan2(q_acc, e_acc);
+#pragma unroll
+  for (int j = 0; j < kPer; ++j) {
+    q_acc += q[j];
+    e_acc += load[j] <= t - 1;
+    if (j < per && lo + j < sh.w) sm.prefix[lo + j + 1] = q_acc + min(e_acc, rem);
+  }
+  if ((threadIdx.x & 31) == 0) sm.prefix[0] = 0;
+}
+
+// The run length rounded up to a power of two picks the unrolled kernel.
+__device__ void WarpPlanExact(const Shape& sh, PlanShared& sm, int valid) {
+  const int per = (sh.w + 31) / 32;
+  if (per <= 1) {
+    WarpPlanExactRuns<1>(sh, sm, valid);
+  } else if (per <= 2) {
+    WarpPlanExactRuns<2>(sh, sm, valid);
+  } else if (per <= 4) {
+    WarpPlanExactRuns<4>(sh, sm, valid);
+  } else if (per <= 8) {
+    WarpPlanExactRuns<8>(sh, sm, valid);
+  } else if (per <= 16) {
+    WarpPlanExactRuns<16>(sh, sm, valid);
+  } else {
+    WarpPlanExactRuns<(kRouteMaxRanks + 31) / 32>(sh, sm, valid);
+  }
 }
 
 // Position of u in sm.prefix: the last i in [0, w) with prefix[i] <= u.
@@ -505,7 +496,6 @@ __device__ __forceinline__ void SetUp(const Shape& sh, const Args<Id>& a,
   if (rt.flags != nullptr) {
     for (int i = threadIdx.x; i < rows; i += kThreads) rt.flags[i] = 0;
   }
-  if (threadIdx.x < 6) (&plan.level_acc[0][0])[threadIdx.x] = 0;
   if (threadIdx.x == 0) {
     plan.total = 0;
     plan.block_valid = 0;
@@ -523,12 +513,12 @@ __device__ __forceinline__ void Expand(const Shape& sh, const Args<Id>& a, PlanS
     if (exchange) __syncthreads();
     EPLB_MARK(3);
     const int valid = kMode == 2 ? static_cast<int>(exchange ? plan.valid : plan.block_valid) : 0;
-    if (sh.w <= 32) {
-      if (threadIdx.x < 32) WarpPlanSmall<kMode>(sh, plan, valid);
-    } else if (kMode == 1) {
-      BlockPlanSglang(sh, plan);
+    if (kMode == 2) {
+      if (threadIdx.x < 32) WarpPlanExact(sh, plan, valid);
+    } else if (sh.w <= 32) {
+      if (threadIdx.x < 32) WarpPlanSglang(sh, plan);
     } else {
-      BlockPlanExact(sh, plan, valid);
+      BlockPlanSglang(sh, plan);
     }
     __syncthreads();
   }
@@ -546,7 +536,7 @@ __device__ __forceinline__ void Expand(const Shape& sh, const Args<Id>& a, PlanS
     int j = 0;
     if (balance && kMode == 2) {
       int aggregate = 0;
-      IntScan(plan.scan.i).ExclusiveSum(static_cast<int>(any), j, aggregate);
+      IntScan(plan.scan).ExclusiveSum(static_cast<int>(any), j, aggregate);
       __syncthreads();
       j += offset;
       offset += aggregate;

@@ -248,6 +248,9 @@ std::vector<Case> Cases() {
     out.push_back({300, 8, 8, 36, 32, 1, RouteDispatch::kStatic, f, 0, true});
     out.push_back({20000, 8, 64, 9, 64, 1, RouteDispatch::kStatic, f, 0, true});
     out.push_back({8192, 8, 1024, 1, 256, 1, RouteDispatch::kStatic, f});  // the most ranks
+    // Every run length of the one-warp exact plan: 2 (W = 33, a short last run), 3 (96).
+    out.push_back({1000, 8, 33, 9, 41, 1, RouteDispatch::kStatic, f});
+    out.push_back({2048, 8, 96, 3, 32, 1, RouteDispatch::kStatic, f, 0, true});
     out.push_back({600, 16, 1024, 2, 0, 2, RouteDispatch::kDynamic, f, 0, true});
   }
   // A logical table past the staged limit (4096 entries): lookups from global memory.
