@@ -10,8 +10,10 @@ __global__ void TouchKernel(int* p) {
   if (threadIdx.x == 0) *p = 1;
 }
 
-__global__ void CopyKernel(const int32_t* src, int32_t* dst, int64_t n, bool trigger_at_start) {
+__global__ void CopyKernel(const int32_t* src, int32_t* dst, int64_t n, bool trigger_at_start,
+                           int delay_us) {
   if (trigger_at_start) asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+  for (int i = 0; i < delay_us; ++i) __nanosleep(1000);
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
        i += stride) {
@@ -27,11 +29,12 @@ cudaError_t LaunchTouchKernel(int* p, cudaStream_t stream) {
 }
 
 cudaError_t LaunchCopyKernel(const int32_t* src, int32_t* dst, int64_t n, bool trigger_at_start,
-                             cudaStream_t stream) {
+                             int delay_us, cudaStream_t stream) {
   int64_t blocks = (n + 255) / 256;
   if (blocks > 1024) blocks = 1024;
   if (blocks < 1) blocks = 1;
-  CopyKernel<<<static_cast<unsigned>(blocks), 256, 0, stream>>>(src, dst, n, trigger_at_start);
+  CopyKernel<<<static_cast<unsigned>(blocks), 256, 0, stream>>>(src, dst, n, trigger_at_start,
+                                                                delay_us);
   return cudaGetLastError();
 }
 

@@ -14,9 +14,10 @@ cudaError_t LaunchTouchKernel(int* p, cudaStream_t stream);
 // A stand-in for the router's top-k kernel, which writes the ids a routing call reads: copies
 // n int32 from src to dst. With trigger_at_start, every block first lets a kernel launched
 // after it with programmatic dependent launch start (as a PDL-aware router kernel would);
-// otherwise such a kernel starts when this one ends.
+// otherwise such a kernel starts when this one ends. delay_us: every thread sleeps about this
+// long before it copies (tests: a reader that does not wait then reads the old values).
 cudaError_t LaunchCopyKernel(const int32_t* src, int32_t* dst, int64_t n, bool trigger_at_start,
-                             cudaStream_t stream);
+                             int delay_us, cudaStream_t stream);
 
 }  // namespace eplb
 

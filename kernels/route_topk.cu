@@ -33,10 +33,11 @@
 // shapes, predicated per-element code, a 32-bit plan); a block is bound by its SM's store
 // throughput, so more blocks with less each beat fewer with more.
 //
-// Programmatic dependent launch (RouteTopkParams::overlap_previous; a kernel of its own): the
-// set-up runs before griddepcontrol.wait, so it and the launch overlap the stream's previous
-// kernel; the ids, the workspace and every output come after the wait. Every call lets its
-// dependents launch at its start (all its blocks are resident by then).
+// Programmatic dependent launch (RouteTopkParams::overlap_previous, for calls without an
+// exchange; a kernel of its own): the set-up runs before griddepcontrol.wait, so it and the
+// launch overlap the kernels still running before it; the ids, the weights, the workspace and
+// every output (all but the debug phase clocks) come after the wait. Such a call also lets the
+// next kernel launched that way start at its own start.
 //
 // The exchange words live in a double-buffered workspace: a call with an exchange uses set
 // c % 2 (c = the call counter, read at entry) while block 0 clears set (c + 1) % 2 and then bumps
@@ -45,6 +46,7 @@
 // share a workspace must be stream-ordered (one stream, or events between streams).
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <climits>
 #include <cstdint>
 #include <cub/block/block_scan.cuh>
@@ -250,12 +252,7 @@ __device__ void WarpPlanSglang(const Shape& sh, PlanShared& sm) {
   SglangFallback(sh, sm, __shfl_sync(0xffffffffu, inc, 31));
 }
 
-// Exact, any W, on one warp: lane i owns the run of R = ceil(W / 32) order positions
-// [i * R, i * R + R), their loads held in registers (kPer >= R of them, unrolled); the warp
-// combines the runs with single-instruction reductions and one pair of shuffle scans, with no
-// block barrier. (A block-wide version, a barrier a step of the level search, was 0.9-1.1 us
-// slower at W = 144 on an H200; an O(W)-a-lane search for W <= 32, up to 0.3 us slower.)
-// The same integers as the CPU twin.
+// Exclusive warp scans of two values at once (their shuffles interleave).
 __device__ __forceinline__ void WarpExclusiveScan2(int& x, int& y) {
   const int lane = threadIdx.x & 31;
   int a = x, b = y;
@@ -271,6 +268,13 @@ __device__ __forceinline__ void WarpExclusiveScan2(int& x, int& y) {
   y = b - y;
 }
 
+// Exact, any W, on one warp: lane i owns the run of R = ceil(W / 32) order positions
+// [i * R, i * R + R), their loads held in registers (kPer >= R of them, unrolled); the warp
+// combines the runs with single-instruction reductions and one pair of shuffle scans, with no
+// block barrier. (A block-wide version, a barrier a step of the level search, was 0.8-1.0 us
+// slower at W = 144 on an H200; an O(W)-a-lane search for W <= 32, up to 0.4 us slower.)
+// The same integers as the CPU twin.
+//
 // The level t is the least with f(t) = sum_r max(0, t - load_r) >= valid. From
 // t = ceil((valid + sum of all loads) / W), t is re-evaluated over the active set
 // A = {r : load_r < t} as ceil((valid + sum over A of load) / |A|) until it stops moving: every
@@ -578,9 +582,11 @@ __global__ void __launch_bounds__(kThreads, 1) RouteTopkKernel(const Shape sh, c
   PlanShared& plan = *reinterpret_cast<PlanShared*>(smem + sh.off_plan);
   const bool balance = kMode != 0 && sh.n >= sh.min_batch;
   const bool exchange = balance && gridDim.x > 1;
-  // Every block is resident once it runs, so a dependent kernel may launch now: it waits for
-  // this one before it reads anything (and takes only multiprocessors this grid leaves free).
-  LetNextKernelStart();
+  // An overlapping call lets the next kernel launched with programmatic dependent launch start
+  // now. That kernel waits for this one before it reads anything, and the trigger completes
+  // only once every block of this grid has run it (or exited), so it takes only what this
+  // grid leaves free. (The usual launch keeps the implicit trigger at its end.)
+  if (kOverlap) LetNextKernelStart();
   EPLB_MARK(0);
   // The call parity is read early and used after phase 1 (its latency hides behind the loads);
   // an overlapping call reads it, like all its inputs, after the previous kernel.
@@ -820,7 +826,11 @@ int MaxResidentBlocks(int* sms) {
                          static_cast<int>(kMaxSmem));
     cudaFuncSetAttribute(overlapping, cudaFuncAttributeMaxDynamicSharedMemorySize,
                          static_cast<int>(kMaxSmem));
+    int per_sm_overlapping = 0;
     cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, kMaxSmem);
+    cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm_overlapping, overlapping, kThreads,
+                                                  kMaxSmem);
+    per_sm = std::min(per_sm, per_sm_overlapping);  // one grid size serves both
     if (sm_count < 1) sm_count = 1;
     return sm_count * (per_sm > 0 ? per_sm : 1);
   }();
@@ -831,8 +841,6 @@ int MaxResidentBlocks(int* sms) {
 template <typename Id, int kDispatch, bool kSharedBins, int kMode>
 absl::Status LaunchOne(Shape sh, const RouteTopkParams& p, const RouteTopkBuffers<Id>& b,
                        Workspace ws, cudaStream_t stream) {
-  auto kernel = p.overlap_previous ? RouteTopkKernel<Id, kDispatch, kSharedBins, kMode, true>
-                                   : RouteTopkKernel<Id, kDispatch, kSharedBins, kMode, false>;
   int sm_count = 0;
   const int max_blocks = MaxResidentBlocks<Id, kDispatch, kSharedBins, kMode>(&sm_count);
   const bool balance = kMode != 0 && p.num_tokens >= p.min_batch;
@@ -878,6 +886,14 @@ absl::Status LaunchOne(Shape sh, const RouteTopkParams& p, const RouteTopkBuffer
                 b.shared_rank,
                 ws};
   void* kargs[] = {&sh, &args};
+  // Programmatic dependent launch only for calls without the exchange. With it, a cooperative
+  // (exchanging) call captured in a graph behind its id writer once produced wrong physical ids
+  // on an H200 (exact policy, T = 4096, W = 32; 2026-11-29, cause not found), so those calls
+  // keep the plain launch and its full dependency on the previous kernel.
+  const bool exchange = balance && blocks > 1;
+  const bool overlap = p.overlap_previous && !exchange;
+  auto kernel = overlap ? RouteTopkKernel<Id, kDispatch, kSharedBins, kMode, true>
+                        : RouteTopkKernel<Id, kDispatch, kSharedBins, kMode, false>;
   cudaLaunchAttribute attrs[2] = {};
   cudaLaunchConfig_t config = {};
   config.gridDim = dim3(static_cast<unsigned>(blocks));
@@ -885,11 +901,11 @@ absl::Status LaunchOne(Shape sh, const RouteTopkParams& p, const RouteTopkBuffer
   config.dynamicSmemBytes = smem.bytes;
   config.stream = stream;
   config.attrs = attrs;
-  if (balance && blocks > 1) {  // the exchange needs every block resident
+  if (exchange) {  // the exchange needs every block resident
     attrs[config.numAttrs].id = cudaLaunchAttributeCooperative;
     attrs[config.numAttrs++].val.cooperative = 1;
   }
-  if (p.overlap_previous) {
+  if (overlap) {
     attrs[config.numAttrs].id = cudaLaunchAttributeProgrammaticStreamSerialization;
     attrs[config.numAttrs++].val.programmaticStreamSerializationAllowed = 1;
   }

@@ -194,7 +194,7 @@ int Main(int argc, char** argv) {
         bool trigger_at_start = false;
         auto stand_in = [&] {
           CHECK_CUDA(LaunchCopyKernel(d_source, d_logical, static_cast<int64_t>(logical.size()),
-                                      trigger_at_start, s));
+                                      trigger_at_start, 0, s));
         };
         auto pair = [&] {
           stand_in();

@@ -248,9 +248,14 @@ std::vector<Case> Cases() {
     out.push_back({300, 8, 8, 36, 32, 1, RouteDispatch::kStatic, f, 0, true});
     out.push_back({20000, 8, 64, 9, 64, 1, RouteDispatch::kStatic, f, 0, true});
     out.push_back({8192, 8, 1024, 1, 256, 1, RouteDispatch::kStatic, f});  // the most ranks
-    // Every run length of the one-warp exact plan: 2 (W = 33, a short last run), 3 (96).
+    // Every unrolled width of the one-warp exact plan, full and partly used, with short last
+    // runs: R = ceil(W / 32) = 2 (W = 33), 3 and 4 (96, 128), 8 (256), 10 (300), 19 (600).
     out.push_back({1000, 8, 33, 9, 41, 1, RouteDispatch::kStatic, f});
     out.push_back({2048, 8, 96, 3, 32, 1, RouteDispatch::kStatic, f, 0, true});
+    out.push_back({2048, 8, 128, 3, 128, 1, RouteDispatch::kStatic, f});
+    out.push_back({3000, 8, 256, 2, 256, 1, RouteDispatch::kStatic, f});
+    out.push_back({4096, 8, 300, 1, 44, 1, RouteDispatch::kStatic, f});
+    out.push_back({5000, 8, 600, 1, 344, 1, RouteDispatch::kDynamic, f, 0, true});
     out.push_back({600, 16, 1024, 2, 0, 2, RouteDispatch::kDynamic, f, 0, true});
   }
   // A logical table past the staged limit (4096 entries): lookups from global memory.
@@ -364,17 +369,23 @@ TEST(RouteTopkGpuTest, WorkspaceStaysCleanAcrossMixedCalls) {
   }
 }
 
-// Programmatic dependent launch: each call starts while the kernel that writes its ids (a copy
-// that lets dependents start at its own start) still runs, then a second call overlaps the
-// first. The ids are poisoned before the copy, so a call that read them before waiting would
-// differ from the twin; the second call must see a clean workspace and add to the histogram.
+// Programmatic dependent launch, on a stream and in a captured graph: each call starts while
+// the kernel that writes its ids (a copy that lets dependents start at its own start, then
+// sleeps 20 us before it copies) still runs, then a second call overlaps the first. (On an
+// H200 only the graph overlapped: with the wait moved after the reads, the graph case failed
+// and the stream case passed. Calls with an exchange ignore the option and must still match.) The
+// ids are poisoned before the copy, so a call that read them before waiting would differ from the
+// twin; the second call must see a clean workspace and add to the histogram (its outputs are the
+// first's, so the histogram is what shows it ran).
 TEST(RouteTopkGpuTest, OverlappedCallsWaitForTheKernelBefore) {
   EPLB_SKIP_WITHOUT_GPU();
   const uint64_t seed = testing::FreshSeed();
   std::mt19937_64 rng(seed);
   const RouteWaterfill kS = RouteWaterfill::kSglang, kE = RouteWaterfill::kExact;
   const Case cases[] = {
-      {64, 8, 8, 36, 32, 1, RouteDispatch::kStatic, kS},        // one block
+      {64, 8, 8, 36, 32, 1, RouteDispatch::kStatic, kS},                       // one block
+      {64, 8, 32, 9, 32, 1, RouteDispatch::kStatic, kE},                       // one block, exact
+      {300, 8, 8, 36, 32, 1, RouteDispatch::kStatic, RouteWaterfill::kLocal},  // no exchange
       {4096, 8, 144, 2, 32, 1, RouteDispatch::kStatic, kS},     // exchange, block plan
       {4096, 8, 32, 9, 32, 1, RouteDispatch::kStatic, kE},      // exchange, exact
       {65536, 8, 8, 36, 32, 1, RouteDispatch::kStatic, kS},     // batches a thread
@@ -384,28 +395,43 @@ TEST(RouteTopkGpuTest, OverlappedCallsWaitForTheKernelBefore) {
   cudaStream_t stream;
   ASSERT_EQ(cudaStreamCreate(&stream), cudaSuccess);
   for (const Case& c : cases) {
-    SCOPED_TRACE(::testing::Message() << "EPLB_TEST_SEED=" << seed << " n=" << c.n << " w=" << c.w
-                                      << " waterfill=" << static_cast<int>(c.waterfill));
-    Inputs in = MakeInputs(c, rng);
-    const HostOut<int32_t> want = RunRef<int32_t>(in);
-    DeviceCall<int32_t> call(in);
-    call.p.overlap_previous = true;
-    testing::DeviceBuffer<int32_t> source(
-        std::vector<int32_t>(in.logical.begin(), in.logical.end()));
-    call.logical.Fill(0x5A);  // out-of-range ids: padding, unlike the real ones
-    ASSERT_EQ(LaunchCopyKernel(source.get(), call.logical.get(),
-                               static_cast<int64_t>(source.size()), true, stream),
-              cudaSuccess);
-    ASSERT_TRUE(LaunchRouteTopk(call.p, call.b, stream).ok());
-    ASSERT_TRUE(LaunchRouteTopk(call.p, call.b, stream).ok());
-    ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
-    const HostOut<int32_t> got = call.Download();
-    EXPECT_EQ(got.physical, want.physical);
-    EXPECT_EQ(got.slots, want.slots);
-    EXPECT_EQ(got.weights, want.weights);
-    EXPECT_EQ(got.shared_rank, want.shared_rank);
-    for (size_t i = 0; i < got.counts.size(); ++i) {
-      EXPECT_EQ(got.counts[i] - 5, 2 * (want.counts[i] - 5)) << "bin " << i;
+    for (const bool graph : {false, true}) {  // stream launches, and a captured graph
+      SCOPED_TRACE(::testing::Message() << "EPLB_TEST_SEED=" << seed << " n=" << c.n << " w=" << c.w
+                                        << " graph=" << graph);
+      Inputs in = MakeInputs(c, rng);
+      const HostOut<int32_t> want = RunRef<int32_t>(in);
+      DeviceCall<int32_t> call(in);
+      call.p.overlap_previous = true;
+      testing::DeviceBuffer<int32_t> source(
+          std::vector<int32_t>(in.logical.begin(), in.logical.end()));
+      call.logical.Fill(0x5A);  // out-of-range ids: padding, unlike the real ones
+      if (graph) {
+        ASSERT_EQ(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal), cudaSuccess);
+      }
+      ASSERT_EQ(LaunchCopyKernel(source.get(), call.logical.get(),
+                                 static_cast<int64_t>(source.size()), true, 20, stream),
+                cudaSuccess);
+      ASSERT_TRUE(LaunchRouteTopk(call.p, call.b, stream).ok());
+      ASSERT_TRUE(LaunchRouteTopk(call.p, call.b, stream).ok());
+      if (graph) {
+        cudaGraph_t g;
+        cudaGraphExec_t exec;
+        ASSERT_EQ(cudaStreamEndCapture(stream, &g), cudaSuccess);
+        ASSERT_EQ(cudaGraphInstantiate(&exec, g, 0), cudaSuccess);
+        ASSERT_EQ(cudaGraphLaunch(exec, stream), cudaSuccess);
+        ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+        cudaGraphExecDestroy(exec);
+        cudaGraphDestroy(g);
+      }
+      ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+      const HostOut<int32_t> got = call.Download();
+      EXPECT_EQ(got.physical, want.physical);
+      EXPECT_EQ(got.slots, want.slots);
+      EXPECT_EQ(got.weights, want.weights);
+      EXPECT_EQ(got.shared_rank, want.shared_rank);
+      for (size_t i = 0; i < got.counts.size(); ++i) {
+        EXPECT_EQ(got.counts[i] - 5, 2 * (want.counts[i] - 5)) << "bin " << i;
+      }
     }
   }
   cudaStreamDestroy(stream);
