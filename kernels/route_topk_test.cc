@@ -405,6 +405,8 @@ TEST(RouteTopkGpuTest, OverlappedCallsWaitForTheKernelBefore) {
       testing::DeviceBuffer<int32_t> source(
           std::vector<int32_t>(in.logical.begin(), in.logical.end()));
       call.logical.Fill(0x5A);  // out-of-range ids: padding, unlike the real ones
+      // Every upload and fill (the default stream's) done before the copy, in either mode.
+      ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
       if (graph) {
         ASSERT_EQ(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal), cudaSuccess);
       }
