@@ -24,7 +24,7 @@
 #include <string>
 #include <vector>
 
-#include "kernels/launch_floor.h"
+#include "kernels/helper_kernels.h"
 #include "kernels/route_topk.h"
 
 namespace eplb {

@@ -15,7 +15,7 @@
 #include "core/topk_postprocess.h"
 #include "gtest/gtest.h"
 #include "kernels/gpu_test_util.h"
-#include "kernels/launch_floor.h"
+#include "kernels/helper_kernels.h"
 
 namespace eplb {
 namespace {

@@ -1,6 +1,7 @@
-// Launcher-only header of the routing benchmark's helper kernels (kernels/launch_floor.cu).
-#ifndef EPLB_KERNELS_LAUNCH_FLOOR_H_
-#define EPLB_KERNELS_LAUNCH_FLOOR_H_
+// Launcher-only header of the helper kernels of the routing benchmark and tests
+// (kernels/helper_kernels.cu).
+#ifndef EPLB_KERNELS_HELPER_KERNELS_H_
+#define EPLB_KERNELS_HELPER_KERNELS_H_
 
 #include <cuda_runtime_api.h>
 
@@ -21,4 +22,4 @@ cudaError_t LaunchCopyKernel(const int32_t* src, int32_t* dst, int64_t n, bool t
 
 }  // namespace eplb
 
-#endif  // EPLB_KERNELS_LAUNCH_FLOOR_H_
+#endif  // EPLB_KERNELS_HELPER_KERNELS_H_
