@@ -1,6 +1,6 @@
 // Helper kernels of the routing benchmark and tests: one that does nothing but store one word
-// floor quoted beside the timings: a kernel node in a graph, not only a memset node), and a
-// copy that stands in for the router's kernel before a routing call.
+// (the launch floor quoted beside the timings: a kernel node in a graph, not only a memset
+// node), and a copy that stands in for the router's kernel before a routing call.
 #include "kernels/helper_kernels.h"
 
 namespace eplb {
