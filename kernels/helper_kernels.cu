@@ -12,7 +12,7 @@ __global__ void TouchKernel(int* p) {
 
 __global__ void CopyKernel(const int32_t* src, int32_t* dst, int64_t n, bool trigger_at_start,
                            int delay_us) {
-  if (trigger_at_start) asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+  if (trigger_at_start) cudaTriggerProgrammaticLaunchCompletion();
   for (int i = 0; i < delay_us; ++i) __nanosleep(1000);
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;

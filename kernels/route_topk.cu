@@ -166,15 +166,6 @@ __device__ __forceinline__ void StoreRelaxed(unsigned long long* p, unsigned lon
   asm volatile("st.relaxed.gpu.global.u64 [%0], %1;" ::"l"(p), "l"(v) : "memory");
 }
 
-// Programmatic dependent launch: wait for the stream's previous kernel (a no-op when the launch
-// did not overlap it), and let the next kernel launched that way start.
-__device__ __forceinline__ void WaitForPreviousKernel() {
-  asm volatile("griddepcontrol.wait;" ::: "memory");
-}
-__device__ __forceinline__ void LetNextKernelStart() {
-  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-}
-
 __device__ __forceinline__ int WarpSum(int x) {
   return static_cast<int>(__reduce_add_sync(0xffffffffu, static_cast<unsigned>(x)));
 }
@@ -586,7 +577,7 @@ __global__ void __launch_bounds__(kThreads, 1) RouteTopkKernel(const Shape sh, c
   // now. That kernel waits for this one before it reads anything, and the trigger completes
   // only once every block of this grid has run it (or exited), so it takes only what this
   // grid leaves free. (The usual launch keeps the implicit trigger at its end.)
-  if (kOverlap) LetNextKernelStart();
+  if (kOverlap) cudaTriggerProgrammaticLaunchCompletion();
   EPLB_MARK(0);
   // The call parity is read early and used after phase 1 (its latency hides behind the loads);
   // an overlapping call reads it, like all its inputs, after the previous kernel.
@@ -640,7 +631,7 @@ __global__ void __launch_bounds__(kThreads, 1) RouteTopkKernel(const Shape sh, c
     if (!kOverlap) rt.template Load<1>(0, raw, wv);
     SetUp(sh, a, rt, plan, rows, first_entry);
     if (kOverlap) {
-      WaitForPreviousKernel();
+      cudaGridDependencySynchronize();  // griddepcontrol.wait
       read_counter();
       rt.template Load<1>(0, raw, wv);
     }
@@ -653,7 +644,7 @@ __global__ void __launch_bounds__(kThreads, 1) RouteTopkKernel(const Shape sh, c
     if (!kOverlap) rt.template Load<kBatch>(0, raw, wv);
     SetUp(sh, a, rt, plan, rows, first_entry);
     if (kOverlap) {
-      WaitForPreviousKernel();
+      cudaGridDependencySynchronize();  // griddepcontrol.wait
       read_counter();
       rt.template Load<kBatch>(0, raw, wv);
     }

@@ -42,7 +42,7 @@ __global__ void TopkKernel(const float* logits, int tokens, int experts, int k, 
                            float* weights) {
   // A kernel launched after this one with programmatic dependent launch (the routing kernel
   // with overlap_previous) may start now; it waits for this one before it reads the ids.
-  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+  cudaTriggerProgrammaticLaunchCompletion();
   const int t = blockIdx.x * blockDim.x + threadIdx.x;
   if (t >= tokens) return;
   const float* row = logits + static_cast<int64_t>(t) * experts;
