@@ -5,6 +5,7 @@
 #include <cuda_runtime_api.h>
 
 #include <cstdint>
+#include <sstream>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -60,6 +61,24 @@ class DeviceBuffer {
   size_t n_;
   void* ptr_ = nullptr;
 };
+
+// Element-wise comparison that reports how many elements differ and the first few (index, got,
+// want), instead of printing whole vectors of a million elements.
+template <typename T>
+::testing::AssertionResult SameElements(const std::vector<T>& got, const std::vector<T>& want) {
+  if (got.size() != want.size()) {
+    return ::testing::AssertionFailure() << "size " << got.size() << ", expected " << want.size();
+  }
+  size_t differ = 0;
+  std::ostringstream first;
+  for (size_t i = 0; i < got.size(); ++i) {
+    if (got[i] == want[i]) continue;
+    if (++differ <= 8) first << " [" << i << "] " << +got[i] << " (want " << +want[i] << ")";
+  }
+  if (differ == 0) return ::testing::AssertionSuccess();
+  return ::testing::AssertionFailure()
+         << differ << " of " << got.size() << " elements differ; first:" << first.str();
+}
 
 }  // namespace testing
 }  // namespace eplb

@@ -33,11 +33,11 @@
 // shapes, predicated per-element code, a 32-bit plan); a block is bound by its SM's store
 // throughput, so more blocks with less each beat fewer with more.
 //
-// Programmatic dependent launch (RouteTopkParams::overlap_previous, for calls without an
-// exchange; a kernel of its own): the set-up runs before griddepcontrol.wait, so it and the
-// launch overlap the kernels still running before it; the ids, the weights, the workspace and
-// every output (all but the debug phase clocks) come after the wait. Such a call also lets the
-// next kernel launched that way start at its own start.
+// Programmatic dependent launch (RouteTopkParams::overlap_previous; a kernel of its own): the
+// set-up runs before griddepcontrol.wait, so it and the launch overlap the kernels still running
+// before it; the ids, the weights (coherent loads: see Router::Load), the workspace and every
+// output (all but the debug phase clocks) come after the wait. Such a call also lets the next
+// kernel launched that way start at its own start.
 //
 // The exchange words live in a double-buffered workspace: a call with an exchange uses set
 // c % 2 (c = the call counter, read at entry) while block 0 clears set (c + 1) % 2 and then bumps
@@ -384,17 +384,23 @@ struct Router {
 
   // Branch-free loads of B elements a blockDim apart (indices past the end are clamped and
   // their values dropped), so the compiler issues all of them before the first use.
-  template <int B>
+  // kCoherent: the overlapping kernel's loads, which must stay after griddepcontrol.wait.
+  // ld.global.nc (__ldg) may assume its data is constant for the whole kernel, and ptxas did
+  // move such loads above the wait (the ids came back as the poison written before the kernel
+  // before; H200, 2026-11-29, though the PTX had them after it). ld.global.cg does not.
+  template <int B, bool kCoherent = false>
   __device__ __forceinline__ void Load(int base, Id (&raw)[B], float (&wv)[B]) const {
 #pragma unroll
     for (int u = 0; u < B; ++u) {
       const int i = base + u * kThreads + static_cast<int>(threadIdx.x);
-      raw[u] = __ldg(logical + (i < n ? i : n - 1));
+      raw[u] =
+          kCoherent ? __ldcg(logical + (i < n ? i : n - 1)) : __ldg(logical + (i < n ? i : n - 1));
     }
 #pragma unroll
     for (int u = 0; u < B; ++u) {
       const int i = base + u * kThreads + static_cast<int>(threadIdx.x);
-      wv[u] = routed_w != nullptr ? __ldg(routed_w + (i < n ? i : n - 1)) : 1.0f;
+      const float* w = routed_w + (i < n ? i : n - 1);
+      wv[u] = routed_w == nullptr ? 1.0f : kCoherent ? __ldcg(w) : __ldg(w);
     }
   }
 
@@ -633,7 +639,7 @@ __global__ void __launch_bounds__(kThreads, 1) RouteTopkKernel(const Shape sh, c
     if (kOverlap) {
       cudaGridDependencySynchronize();  // griddepcontrol.wait
       read_counter();
-      rt.template Load<1>(0, raw, wv);
+      rt.template Load<1, true>(0, raw, wv);
     }
     __syncthreads();
     EPLB_MARK(1);
@@ -646,14 +652,14 @@ __global__ void __launch_bounds__(kThreads, 1) RouteTopkKernel(const Shape sh, c
     if (kOverlap) {
       cudaGridDependencySynchronize();  // griddepcontrol.wait
       read_counter();
-      rt.template Load<kBatch>(0, raw, wv);
+      rt.template Load<kBatch, true>(0, raw, wv);
     }
     __syncthreads();
     EPLB_MARK(1);
     for (; last_base + kFull < rt.n; last_base += kFull) {
       rt.template Lookup<kBatch, false>(last_base, raw, wv, last);
       rt.template Store<kBatch, false>(last_base, last);
-      rt.template Load<kBatch>(last_base + kFull, raw, wv);
+      rt.template Load<kBatch, kOverlap>(last_base + kFull, raw, wv);
     }
     rt.template Lookup<kBatch, true>(last_base, raw, wv, last);
   }
@@ -877,12 +883,8 @@ absl::Status LaunchOne(Shape sh, const RouteTopkParams& p, const RouteTopkBuffer
                 b.shared_rank,
                 ws};
   void* kargs[] = {&sh, &args};
-  // Programmatic dependent launch only for calls without the exchange. With it, a cooperative
-  // (exchanging) call captured in a graph behind its id writer once produced wrong physical ids
-  // on an H200 (exact policy, T = 4096, W = 32; 2026-11-29, cause not found), so those calls
-  // keep the plain launch and its full dependency on the previous kernel.
   const bool exchange = balance && blocks > 1;
-  const bool overlap = p.overlap_previous && !exchange;
+  const bool overlap = p.overlap_previous;
   auto kernel = overlap ? RouteTopkKernel<Id, kDispatch, kSharedBins, kMode, true>
                         : RouteTopkKernel<Id, kDispatch, kSharedBins, kMode, false>;
   cudaLaunchAttribute attrs[2] = {};

@@ -59,17 +59,16 @@ struct RouteTopkParams {
   // Blocks of the grid; 0 (the default) lets the launcher choose. Set only to measure other
   // grids (the benchmark's --blocks); capped at what can be resident and at num_tokens.
   int grid_blocks = 0;
-  // Programmatic dependent launch (Hopper), for calls that run without an exchange between
-  // blocks (one block: N * K <= 512; or no balancing); others ignore it and launch as usual.
-  // Such a call may start before the kernels ahead of it in the stream have finished. It stages the
-  // static table, then waits for them (griddepcontrol.wait) before it reads the ids, the weights,
-  // the replicas or the workspace, or writes any output, so its launch and set-up overlap their
-  // end. The static table must therefore not be written by a kernel that may still be running when
-  // the call starts: the previous kernel, and those it may overlap if it was launched this way too.
-  // A copy, a memset, or a kernel with at least one full (plain) dependency between it and this
-  // call is safe. Such a call also lets the next kernel launched with programmatic dependent launch
-  // start at its own start; that kernel must wait the same way before it reads anything written
-  // before.
+  // Programmatic dependent launch (Hopper). Such a call may start before the kernels ahead of it
+  // in the stream have finished. It stages the static table, then waits for them
+  // (griddepcontrol.wait) before it reads the ids, the weights or the workspace, or writes any
+  // output, so its launch and set-up overlap their end. The tables (static table, replicas and
+  // replica counts) are read through the read-only cache, which may be read before the wait: they
+  // must not be written by a kernel that may still be running when the call starts (the previous
+  // kernel, and those it may overlap if it was launched this way too). A copy, a memset, or a
+  // kernel with at least one full (plain) dependency between it and this call is safe. Such a
+  // call also lets the next kernel launched with programmatic dependent launch start at its own
+  // start; that kernel must wait the same way before it reads anything written before.
   bool overlap_previous = false;
   // Debug: if set, a device array of 6 int64 that receives clock64() of block 0 at the start,
   // after the set-up, after phase 1, after the exchange, after the plan and at the end (for

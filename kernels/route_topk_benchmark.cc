@@ -193,8 +193,8 @@ int Main(int argc, char** argv) {
         CHECK_CUDA(cudaMemcpy(d_source, d_logical, logical.size() * 4, cudaMemcpyDeviceToDevice));
         bool trigger_at_start = false;
         auto stand_in = [&] {
-          CHECK_CUDA(LaunchCopyKernel(d_source, d_logical, static_cast<int64_t>(logical.size()),
-                                      trigger_at_start, 0, s));
+          CHECK_CUDA(LaunchCopyKernel({d_source, d_logical, static_cast<int64_t>(logical.size())},
+                                      {}, trigger_at_start, 0, s));
         };
         auto pair = [&] {
           stand_in();

@@ -207,12 +207,12 @@ void Compare(const Case& c, uint64_t seed) {
   Inputs in = MakeInputs(c, rng);
   HostOut<Id> want = RunRef<Id>(in);
   HostOut<Id> got = RunGpu<Id>(in);
-  EXPECT_EQ(got.physical, want.physical);
-  EXPECT_EQ(got.counts, want.counts);
-  EXPECT_EQ(got.slots, want.slots);
-  EXPECT_EQ(got.weights, want.weights);
+  EXPECT_TRUE(testing::SameElements(got.physical, want.physical)) << "physical";
+  EXPECT_TRUE(testing::SameElements(got.counts, want.counts)) << "counts";
+  EXPECT_TRUE(testing::SameElements(got.slots, want.slots)) << "slots";
+  EXPECT_TRUE(testing::SameElements(got.weights, want.weights)) << "weights";
   if (c.n > 0) {
-    EXPECT_EQ(got.shared_rank, want.shared_rank);
+    EXPECT_TRUE(testing::SameElements(got.shared_rank, want.shared_rank)) << "shared_rank";
   }
 }
 
@@ -360,25 +360,26 @@ TEST(RouteTopkGpuTest, WorkspaceStaysCleanAcrossMixedCalls) {
       DeviceCall<int32_t> call(in, d_ws.get());
       call.Launch();
       const HostOut<int32_t> got = call.Download();
-      EXPECT_EQ(got.physical, want.physical);
-      EXPECT_EQ(got.slots, want.slots);
-      EXPECT_EQ(got.weights, want.weights);
-      EXPECT_EQ(got.shared_rank, want.shared_rank);
-      EXPECT_EQ(got.counts, want.counts);
+      EXPECT_TRUE(testing::SameElements(got.physical, want.physical)) << "physical";
+      EXPECT_TRUE(testing::SameElements(got.slots, want.slots)) << "slots";
+      EXPECT_TRUE(testing::SameElements(got.weights, want.weights)) << "weights";
+      EXPECT_TRUE(testing::SameElements(got.shared_rank, want.shared_rank)) << "shared_rank";
+      EXPECT_TRUE(testing::SameElements(got.counts, want.counts)) << "counts";
     }
   }
 }
 
-// Programmatic dependent launch, on a stream and in a captured graph: each call starts while
-// the kernel that writes its ids (a copy that lets dependents start at its own start, then
-// sleeps 20 us before it copies) still runs, then a second call overlaps the first. (On an
-// H200 only the graph overlapped: with the wait moved after the reads, the graph case failed
-// and the stream case passed. Calls with an exchange ignore the option and must still match.) The
-// ids are poisoned before the copy, so a call that read them before waiting would differ from the
-// twin; the second call must see a clean workspace and add to the histogram (its outputs are the
-// first's, so the histogram is what shows it ran).
-TEST(RouteTopkGpuTest, OverlappedCallsWaitForTheKernelBefore) {
-  EPLB_SKIP_WITHOUT_GPU();
+// Programmatic dependent launch, on a stream and in a captured graph, with int32 and int64 ids:
+// each call starts while the kernel that writes its ids and weights (a copy that lets dependents
+// start at its own start, then sleeps 20 us before it copies) still runs, then a second call
+// overlaps the first. Both are poisoned before the copy, so a call that read them before its
+// wait would differ from the twin. The second call must see a clean workspace and add to the
+// histogram (its outputs are the first's, so the histogram is what shows it ran).
+// On an H200 (2026-11-29) this caught ptxas hoisting read-only-cache loads (__ldg) of the ids
+// above griddepcontrol.wait in some kernels (stream and graph), and a binary with the wait moved
+// after the reads.
+template <typename Id>
+void OverlappedCallsWait() {
   const uint64_t seed = testing::FreshSeed();
   std::mt19937_64 rng(seed);
   const RouteWaterfill kS = RouteWaterfill::kSglang, kE = RouteWaterfill::kExact;
@@ -392,26 +393,29 @@ TEST(RouteTopkGpuTest, OverlappedCallsWaitForTheKernelBefore) {
       {3000, 8, 8, 640, 32, 1, RouteDispatch::kStatic, kE},     // table from global memory
       {5000, 8, 32, 9, 32, 1, RouteDispatch::kDynamic, kE, 7},  // replicas, forced grid
   };
+  constexpr int64_t kWords = sizeof(Id) / 4;  // 32-bit words an id
   cudaStream_t stream;
   ASSERT_EQ(cudaStreamCreate(&stream), cudaSuccess);
   for (const Case& c : cases) {
     for (const bool graph : {false, true}) {  // stream launches, and a captured graph
-      SCOPED_TRACE(::testing::Message() << "EPLB_TEST_SEED=" << seed << " n=" << c.n << " w=" << c.w
-                                        << " graph=" << graph);
+      SCOPED_TRACE(::testing::Message() << "EPLB_TEST_SEED=" << seed << " id bytes=" << sizeof(Id)
+                                        << " n=" << c.n << " w=" << c.w << " graph=" << graph);
       Inputs in = MakeInputs(c, rng);
-      const HostOut<int32_t> want = RunRef<int32_t>(in);
-      DeviceCall<int32_t> call(in);
+      const HostOut<Id> want = RunRef<Id>(in);
+      DeviceCall<Id> call(in);
       call.p.overlap_previous = true;
-      testing::DeviceBuffer<int32_t> source(
-          std::vector<int32_t>(in.logical.begin(), in.logical.end()));
+      testing::DeviceBuffer<Id> ids(std::vector<Id>(in.logical.begin(), in.logical.end()));
+      testing::DeviceBuffer<float> weights(in.routed_w);
       call.logical.Fill(0x5A);  // out-of-range ids: padding, unlike the real ones
+      call.routed_w.Fill(0x5A);
       // Every upload and fill (the default stream's) done before the copy, in either mode.
       ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
       if (graph) {
         ASSERT_EQ(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal), cudaSuccess);
       }
-      ASSERT_EQ(LaunchCopyKernel(source.get(), call.logical.get(),
-                                 static_cast<int64_t>(source.size()), true, 20, stream),
+      const int64_t n = static_cast<int64_t>(in.logical.size());
+      ASSERT_EQ(LaunchCopyKernel({ids.get(), call.logical.get(), n * kWords},
+                                 {weights.get(), call.routed_w.get(), n}, true, 20, stream),
                 cudaSuccess);
       ASSERT_TRUE(LaunchRouteTopk(call.p, call.b, stream).ok());
       ASSERT_TRUE(LaunchRouteTopk(call.p, call.b, stream).ok());
@@ -426,17 +430,23 @@ TEST(RouteTopkGpuTest, OverlappedCallsWaitForTheKernelBefore) {
         cudaGraphDestroy(g);
       }
       ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
-      const HostOut<int32_t> got = call.Download();
-      EXPECT_EQ(got.physical, want.physical);
-      EXPECT_EQ(got.slots, want.slots);
-      EXPECT_EQ(got.weights, want.weights);
-      EXPECT_EQ(got.shared_rank, want.shared_rank);
-      for (size_t i = 0; i < got.counts.size(); ++i) {
-        EXPECT_EQ(got.counts[i] - 5, 2 * (want.counts[i] - 5)) << "bin " << i;
-      }
+      const HostOut<Id> got = call.Download();
+      EXPECT_TRUE(testing::SameElements(got.physical, want.physical)) << "physical";
+      EXPECT_TRUE(testing::SameElements(got.slots, want.slots)) << "slots";
+      EXPECT_TRUE(testing::SameElements(got.weights, want.weights)) << "weights";
+      EXPECT_TRUE(testing::SameElements(got.shared_rank, want.shared_rank)) << "shared_rank";
+      std::vector<int64_t> twice(want.counts.size());
+      for (size_t i = 0; i < twice.size(); ++i) twice[i] = 5 + 2 * (want.counts[i] - 5);
+      EXPECT_TRUE(testing::SameElements(got.counts, twice)) << "counts of two calls";
     }
   }
   cudaStreamDestroy(stream);
+}
+
+TEST(RouteTopkGpuTest, OverlappedCallsWaitForTheKernelBefore) {
+  EPLB_SKIP_WITHOUT_GPU();
+  OverlappedCallsWait<int32_t>();
+  OverlappedCallsWait<int64_t>();
 }
 
 // Captured once in a CUDA graph, replayed after the static table changed in place: the replay
@@ -464,10 +474,10 @@ TEST(RouteTopkGpuTest, GraphReplaySeesTableUpdatedInPlace) {
   ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
   const HostOut<int32_t> want = RunRef<int32_t>(in);
   const HostOut<int32_t> got = call.Download();
-  EXPECT_EQ(got.physical, want.physical);
-  EXPECT_EQ(got.slots, want.slots);
-  EXPECT_EQ(got.counts, want.counts);
-  EXPECT_EQ(got.shared_rank, want.shared_rank);
+  EXPECT_TRUE(testing::SameElements(got.physical, want.physical)) << "physical";
+  EXPECT_TRUE(testing::SameElements(got.slots, want.slots)) << "slots";
+  EXPECT_TRUE(testing::SameElements(got.counts, want.counts)) << "counts";
+  EXPECT_TRUE(testing::SameElements(got.shared_rank, want.shared_rank)) << "shared_rank";
   cudaGraphExecDestroy(exec);
   cudaGraphDestroy(graph);
   cudaStreamDestroy(stream);
