@@ -169,14 +169,22 @@ __device__ __forceinline__ void StoreRelaxed(unsigned long long* p, unsigned lon
 __device__ __forceinline__ int WarpSum(int x) {
   return static_cast<int>(__reduce_add_sync(0xffffffffu, static_cast<unsigned>(x)));
 }
-__device__ int WarpExclusiveScan(int x) {
+// Exclusive warp scans of N values at once (their shuffles interleave), in place.
+template <int N>
+__device__ __forceinline__ void WarpExclusiveScans(int (&x)[N]) {
   const int lane = threadIdx.x & 31;
-  int inc = x;
+  int inc[N];
+#pragma unroll
+  for (int i = 0; i < N; ++i) inc[i] = x[i];
   for (int o = 1; o < 32; o <<= 1) {
-    const int y = __shfl_up_sync(0xffffffffu, inc, o);
-    if (lane >= o) inc += y;
+    int up[N];
+#pragma unroll
+    for (int i = 0; i < N; ++i) up[i] = __shfl_up_sync(0xffffffffu, inc[i], o);
+#pragma unroll
+    for (int i = 0; i < N; ++i) inc[i] += lane >= o ? up[i] : 0;
   }
-  return inc - x;
+#pragma unroll
+  for (int i = 0; i < N; ++i) x[i] = inc[i] - x[i];
 }
 
 __device__ int SglangHeadroom(const Shape& sh, int level, int load, int r) {
@@ -236,27 +244,13 @@ __device__ void WarpPlanSglang(const Shape& sh, PlanShared& sm) {
   const int lane = threadIdx.x;
   const int load = lane < sh.w ? sm.load[lane] : 0;
   if (lane == 0) sm.prefix[0] = 0;
-  const int level = SglangLevel(sh, WarpSum(load));
+  const int level = SglangLevel(sh, static_cast<int>(sm.total));
   const int x = lane < sh.w ? SglangHeadroom(sh, level, load, lane) : 0;
-  const int inc = WarpExclusiveScan(x) + x;
+  int scan[1] = {x};
+  WarpExclusiveScans(scan);
+  const int inc = scan[0] + x;
   sm.prefix[lane + 1] = inc;
   SglangFallback(sh, sm, __shfl_sync(0xffffffffu, inc, 31));
-}
-
-// Exclusive warp scans of two values at once (their shuffles interleave).
-__device__ __forceinline__ void WarpExclusiveScan2(int& x, int& y) {
-  const int lane = threadIdx.x & 31;
-  int a = x, b = y;
-  for (int o = 1; o < 32; o <<= 1) {
-    const int u = __shfl_up_sync(0xffffffffu, a, o);
-    const int v = __shfl_up_sync(0xffffffffu, b, o);
-    if (lane >= o) {
-      a += u;
-      b += v;
-    }
-  }
-  x = a - x;
-  y = b - y;
 }
 
 // Exact, any W, on one warp: lane i owns the run of R = ceil(W / 32) order positions
@@ -298,6 +292,7 @@ __device__ void WarpPlanExactRuns(const Shape& sh, PlanShared& sm, int valid) {
     if (next >= t) break;
     t = next;
   }
+  // Quotas (kept: recomputing them after the scans cost 22 instructions a run length).
   int q[kPer], sum_q = 0, eligible = 0;
 #pragma unroll
   for (int j = 0; j < kPer; ++j) {  // a load of INT_MAX gets 0 and is not eligible
@@ -306,13 +301,13 @@ __device__ void WarpPlanExactRuns(const Shape& sh, PlanShared& sm, int valid) {
     eligible += load[j] <= t - 1;
   }
   const int rem = valid - WarpSum(sum_q);
-  int q_acc = sum_q, e_acc = eligible;
-  WarpExclusiveScan2(q_acc, e_acc);
+  int acc[2] = {sum_q, eligible};  // quotas and eligible positions before the lane's run
+  WarpExclusiveScans(acc);
 #pragma unroll
   for (int j = 0; j < kPer; ++j) {
-    q_acc += q[j];
-    e_acc += load[j] <= t - 1;
-    if (j < per && lo + j < sh.w) sm.prefix[lo + j + 1] = q_acc + min(e_acc, rem);
+    acc[0] += q[j];
+    acc[1] += load[j] <= t - 1;
+    if (j < per && lo + j < sh.w) sm.prefix[lo + j + 1] = acc[0] + min(acc[1], rem);
   }
   if ((threadIdx.x & 31) == 0) sm.prefix[0] = 0;
 }
