@@ -28,10 +28,11 @@
 // Why it looks like this (H100/H200 profiles and grid sweeps, docs/BENCHMARKS.md): a thread per
 // row made every store strided; branches between loads serialised them; the earlier grid
 // barrier (arrive, fence, spin, release) plus a global round trip for the rank counts was half
-// of a 4096-token call; at decode sizes most warp stalls were instruction-cache misses, so the
-// executed code is kept short and straight (one kernel per policy and dispatch kind, two batch
-// shapes, predicated per-element code, a 32-bit plan); a block is bound by its SM's store
-// throughput, so more blocks with less each beat fewer with more.
+// of a 4096-token call; the executed code is kept short and straight (one kernel per policy and
+// dispatch kind, two batch shapes, predicated per-element code, a 32-bit plan); a block is bound
+// by its SM's store throughput, so more blocks with less each beat fewer with more. With warm
+// caches (steady state) most warp stalls at decode sizes are barrier waits and fixed-latency
+// dependencies: a few warps walk the exchange, plan and search while the rest wait.
 //
 // Programmatic dependent launch (RouteTopkParams::overlap_previous; a kernel of its own): the
 // set-up runs before griddepcontrol.wait, so it and the launch overlap the kernels still running
