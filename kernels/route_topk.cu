@@ -69,7 +69,7 @@ constexpr int kMaxStagedTable = 4096;  // static table entries staged in shared 
 constexpr int kMaxSlotTable = 4096;    // physical ids with a shared slot table (otherwise)
 constexpr int kMaxRowFlags = 4096;     // rows per block with a shared flag (else re-read)
 // Exchange words of consecutive ranks are this many u64 apart (128 bytes), so that the blocks'
-// atomics and polls spread over the L2 slices instead of queueing at one.
+// atomics spread over the L2 slices instead of queueing at one (but see WordStride).
 constexpr int kWordStride = 16;
 constexpr int kArrivalShift = 40;  // exchange word: arrivals << 40 | load (load < 2^31)
 constexpr unsigned long long kLoadMask = (1ull << kArrivalShift) - 1;
@@ -77,11 +77,24 @@ constexpr unsigned long long kPublished = 1ull << 32;  // valid-row word: 1 << 3
 
 struct Workspace {
   unsigned int* call_counter;       // [1]
-  unsigned long long* rank_word;    // [2][W][kWordStride]: word of rank r at [set][r][0]
+  unsigned long long* rank_word;    // [2][W * kWordStride]: rank r at [set][r * word stride]
   unsigned long long* block_valid;  // [2][kMaxBlocks]
 };
 
 constexpr size_t Align16(size_t x) { return (x + 15) / 16 * 16; }
+
+// Exchange words between consecutive ranks. From kContiguousRanks ranks a thread publishes and
+// polls one rank, so a warp covers 32 consecutive ranks with one instruction: on consecutive
+// words those are two 128-byte lines, 128 bytes apart they would be 32 transactions. But then
+// every block's atomics on a line queue at its L2 slice, 16 ranks' worth a block. Measured on
+// an H200 (T = 512, 4096, 65536 at W = 144 and 512, that is 8, 64 and 132 blocks): consecutive
+// words were 4-13% faster at W = 512 at every T, and at W = 144 5% faster with 8 blocks but 2-5%
+// slower with 64 and 132; 2, 4 and 8 words apart were slower than both. That fits "consecutive
+// while W >= 3 x blocks". A workspace serves one W, so the rule may depend on W only (each call
+// clears the idle set in its own layout): consecutive from 256 ranks, right up to about 85
+// blocks (T = 5440 at K = 8).
+constexpr int kContiguousRanks = 256;
+constexpr int WordStride(int w) { return w >= kContiguousRanks ? 1 : kWordStride; }
 
 size_t WorkspaceBytes(int w) {
   return 128 + sizeof(unsigned long long) * 2 * w * kWordStride +
@@ -134,6 +147,7 @@ struct Shape {
   int off_bins;        // unsigned [P] (shared bins) or [W] (rank bins)
   int off_plan;        // PlanShared
   int off_flags;       // unsigned char [rows_per_block], or -1
+  int word_stride;     // exchange words between ranks: WordStride(w)
   long long* profile;  // debug: clock64 at phase boundaries of block 0 (null: off)
 };
 
@@ -675,6 +689,7 @@ __global__ void __launch_bounds__(kThreads, 1) RouteTopkKernel(const Shape sh, c
   // Flush: valid rows, rank loads (to the exchange words, or straight to the plan).
   const unsigned int parity = counter & 1u;
   unsigned long long* words = a.ws.rank_word + static_cast<int64_t>(parity) * sh.w * kWordStride;
+  const int stride = sh.word_stride;
   unsigned long long* valid_words = a.ws.block_valid + parity * kMaxBlocks;
   if (balance) {
     unsigned part = 0;
@@ -684,17 +699,18 @@ __global__ void __launch_bounds__(kThreads, 1) RouteTopkKernel(const Shape sh, c
     part = __reduce_add_sync(0xffffffffu, part);
     if ((threadIdx.x & 31) == 0 && part != 0) atomicAdd(&plan.block_valid, part);
     // Rank loads: sums of the per-physical-id bins (a warp per rank when L >= 8, since a
-    // thread would chain L adds), or the rank bins themselves.
+    // thread would chain L adds, unless the words are consecutive: WordStride), or the rank
+    // bins themselves.
     unsigned mine = 0;  // loads this thread published (one block: the plan's total)
     auto publish = [&](int r, unsigned load) {
       if (exchange) {
-        atomicAdd(&words[r * kWordStride], (1ull << kArrivalShift) + load);
+        atomicAdd(&words[r * stride], (1ull << kArrivalShift) + load);
       } else {
         plan.load[r] = static_cast<int>(load);
         mine += load;
       }
     };
-    if (kSharedBins && sh.l >= 8) {
+    if (kSharedBins && sh.l >= 8 && sh.w < kContiguousRanks) {
       const int lane = threadIdx.x & 31;
       for (int r = threadIdx.x / 32; r < sh.w; r += kThreads / 32) {
         unsigned load = 0;
@@ -727,15 +743,15 @@ __global__ void __launch_bounds__(kThreads, 1) RouteTopkKernel(const Shape sh, c
     if (blockIdx.x == 0) {  // clear the other set for the next call, whatever its policy
       unsigned long long* other =
           a.ws.rank_word + static_cast<int64_t>(1 - parity) * sh.w * kWordStride;
-      for (int i = threadIdx.x; i < sh.w; i += kThreads) other[i * kWordStride] = 0;
+      for (int i = threadIdx.x; i < sh.w; i += kThreads) other[i * stride] = 0;
       unsigned long long* other_valid = a.ws.block_valid + (1 - parity) * kMaxBlocks;
       for (int i = threadIdx.x; i < kMaxBlocks; i += kThreads) other_valid[i] = 0;
     }
     // Poll: a word that shows every block's arrival holds every block's load.
     unsigned mine = 0;
     for (int r = threadIdx.x; r < sh.w; r += kThreads) {
-      unsigned long long v = LoadRelaxed(&words[r * kWordStride]);
-      while ((v >> kArrivalShift) != gridDim.x) v = LoadRelaxed(&words[r * kWordStride]);
+      unsigned long long v = LoadRelaxed(&words[r * stride]);
+      while ((v >> kArrivalShift) != gridDim.x) v = LoadRelaxed(&words[r * stride]);
       plan.load[r] = static_cast<int>(v & kLoadMask);
       mine += static_cast<unsigned>(v & kLoadMask);
     }
@@ -865,6 +881,7 @@ absl::Status LaunchOne(Shape sh, const RouteTopkParams& p, const RouteTopkBuffer
   sh.off_bins = smem.bins;
   sh.off_plan = smem.plan;
   sh.off_flags = smem.flags;
+  sh.word_stride = WordStride(p.ep_size);
   Args<Id> args{b.logical,
                 b.routed_weights,
                 p.static_table,

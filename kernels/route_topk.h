@@ -85,7 +85,9 @@ struct RouteTopkBuffers {
   Id* slots = nullptr;                    // [N][K+S] out
   float* weights = nullptr;               // [N][K+S] out
   int32_t* shared_rank = nullptr;         // [N] out, or null
-  void* workspace = nullptr;              // RouteTopkWorkspaceBytes(N, W) bytes
+  // RouteTopkWorkspaceBytes(N, W) bytes, zeroed once; it serves calls of one W only (the
+  // layout of its exchange words depends on W), stream-ordered.
+  void* workspace = nullptr;
 };
 
 size_t RouteTopkWorkspaceBytes(int num_tokens, int ep_size);

@@ -331,12 +331,11 @@ TEST(RouteTopkGpuTest, MatchesTwinInt64) {
 
 // One workspace through calls that exchange counts between blocks and calls that do not, of
 // both policies and several grids: each must equal the twin (the exchange words must be clean
-// at every call, whatever ran before).
-TEST(RouteTopkGpuTest, WorkspaceStaysCleanAcrossMixedCalls) {
-  EPLB_SKIP_WITHOUT_GPU();
+// at every call, whatever ran before). W = 32 keeps its exchange words 128 bytes apart, W = 300
+// on consecutive words.
+void MixedCallsOnOneWorkspace(int w) {
   const uint64_t seed = testing::FreshSeed();
   std::mt19937_64 rng(seed);
-  const int w = 32;
   testing::DeviceBuffer<char> d_ws(RouteTopkWorkspaceBytes(0, w));
   d_ws.Fill(0);
   const RouteWaterfill kS = RouteWaterfill::kSglang, kE = RouteWaterfill::kExact;
@@ -353,8 +352,8 @@ TEST(RouteTopkGpuTest, WorkspaceStaysCleanAcrossMixedCalls) {
   };
   for (int round = 0; round < 3; ++round) {
     for (const Case& c : seq) {
-      SCOPED_TRACE(::testing::Message() << "EPLB_TEST_SEED=" << seed << " round=" << round
-                                        << " n=" << c.n << " grid=" << c.grid_blocks);
+      SCOPED_TRACE(::testing::Message() << "EPLB_TEST_SEED=" << seed << " w=" << w << " round="
+                                        << round << " n=" << c.n << " grid=" << c.grid_blocks);
       Inputs in = MakeInputs(c, rng);
       const HostOut<int32_t> want = RunRef<int32_t>(in);
       DeviceCall<int32_t> call(in, d_ws.get());
@@ -367,6 +366,12 @@ TEST(RouteTopkGpuTest, WorkspaceStaysCleanAcrossMixedCalls) {
       EXPECT_TRUE(testing::SameElements(got.counts, want.counts)) << "counts";
     }
   }
+}
+
+TEST(RouteTopkGpuTest, WorkspaceStaysCleanAcrossMixedCalls) {
+  EPLB_SKIP_WITHOUT_GPU();
+  MixedCallsOnOneWorkspace(32);
+  MixedCallsOnOneWorkspace(300);
 }
 
 // Programmatic dependent launch, on a stream and in a captured graph, with int32 and int64 ids:
