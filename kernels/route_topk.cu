@@ -44,7 +44,9 @@
 // c % 2 (c = the call counter, read at entry) while block 0 clears set (c + 1) % 2 and then bumps
 // c, so no memset node is needed and the kernel leaves the workspace ready for the next call.
 // It must be zeroed once when allocated. Calls without an exchange do not touch it. Calls that
-// share a workspace must be stream-ordered (one stream, or events between streams).
+// share a workspace must be stream-ordered (one stream, or events between streams) and have
+// the same W: the words' layout depends on W, and a word left dirty by another layout never
+// shows the right arrival count, so the exchange would spin for ever.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -83,16 +85,18 @@ struct Workspace {
 
 constexpr size_t Align16(size_t x) { return (x + 15) / 16 * 16; }
 
-// Exchange words between consecutive ranks. From kContiguousRanks ranks a thread publishes and
-// polls one rank, so a warp covers 32 consecutive ranks with one instruction: on consecutive
-// words those are two 128-byte lines, 128 bytes apart they would be 32 transactions. But then
-// every block's atomics on a line queue at its L2 slice, 16 ranks' worth a block. Measured on
-// an H200 (T = 512, 4096, 65536 at W = 144 and 512, that is 8, 64 and 132 blocks): consecutive
-// words were 4-13% faster at W = 512 at every T, and at W = 144 5% faster with 8 blocks but 2-5%
-// slower with 64 and 132; 2, 4 and 8 words apart were slower than both. That fits "consecutive
-// while W >= 3 x blocks". A workspace serves one W, so the rule may depend on W only (each call
-// clears the idle set in its own layout): consecutive from 256 ranks, right up to about 85
-// blocks (T = 5440 at K = 8).
+// Exchange words between consecutive ranks. From kContiguousRanks ranks they are consecutive
+// u64s: the poll (always a thread per rank) and, there, the publish (a thread per rank) cover
+// 32 consecutive ranks with one warp instruction, two 128-byte lines instead of 32
+// transactions. But then every block's atomics on a line queue at its L2 slice, 16 ranks' worth
+// a block. Measured on an H200 (W = 144 and 512 at T = 512, 4096, 65536, that is 8, 64 and 132
+// blocks; BENCHMARKS.md): against 128 bytes apart, consecutive words were 13%, 4% and 3%
+// faster at W = 512, and at W = 144 5% faster with 8 blocks but 2-5% slower with 64 and 132;
+// 2, 4 and 8 words apart were never the best. That fits "consecutive while W >= 3 x blocks".
+// A workspace serves one W, so the rule may depend on W only (each call clears the idle set in
+// its own layout): consecutive from 256 ranks. By the fit that is the better layout up to
+// about W / 3 blocks, and expected (not measured) to lose a few percent past it: for W from 256
+// to about 400 at T past about 64 W / 3 rows (K = 8).
 constexpr int kContiguousRanks = 256;
 constexpr int WordStride(int w) { return w >= kContiguousRanks ? 1 : kWordStride; }
 
@@ -397,7 +401,9 @@ struct Router {
   // kCoherent: the overlapping kernel's loads, which must stay after griddepcontrol.wait.
   // ld.global.nc (__ldg) may assume its data is constant for the whole kernel, and ptxas did
   // move such loads above the wait (the ids came back as the poison written before the kernel
-  // before; H200, 2026-11-29, though the PTX had them after it). ld.global.cg does not.
+  // before; H200, 2026-11-29, though the PTX had them after it). ld.global.cg loads have not
+  // moved (an observation about ptxas, not a guarantee: the overlap test, repeated, is what
+  // checks it; docs/GPU.md).
   template <int B, bool kCoherent = false>
   __device__ __forceinline__ void Load(int base, Id (&raw)[B], float (&wv)[B]) const {
 #pragma unroll
@@ -409,8 +415,8 @@ struct Router {
 #pragma unroll
     for (int u = 0; u < B; ++u) {
       const int i = base + u * kThreads + static_cast<int>(threadIdx.x);
-      const float* w = routed_w + (i < n ? i : n - 1);
-      wv[u] = routed_w == nullptr ? 1.0f : kCoherent ? __ldcg(w) : __ldg(w);
+      const int j = i < n ? i : n - 1;
+      wv[u] = routed_w == nullptr ? 1.0f : kCoherent ? __ldcg(routed_w + j) : __ldg(routed_w + j);
     }
   }
 
@@ -699,8 +705,8 @@ __global__ void __launch_bounds__(kThreads, 1) RouteTopkKernel(const Shape sh, c
     part = __reduce_add_sync(0xffffffffu, part);
     if ((threadIdx.x & 31) == 0 && part != 0) atomicAdd(&plan.block_valid, part);
     // Rank loads: sums of the per-physical-id bins (a warp per rank when L >= 8, since a
-    // thread would chain L adds, unless the words are consecutive: WordStride), or the rank
-    // bins themselves.
+    // thread would chain L adds, except into consecutive exchange words: WordStride), or the
+    // rank bins themselves.
     unsigned mine = 0;  // loads this thread published (one block: the plan's total)
     auto publish = [&](int r, unsigned load) {
       if (exchange) {
@@ -710,7 +716,7 @@ __global__ void __launch_bounds__(kThreads, 1) RouteTopkKernel(const Shape sh, c
         mine += load;
       }
     };
-    if (kSharedBins && sh.l >= 8 && sh.w < kContiguousRanks) {
+    if (kSharedBins && sh.l >= 8 && !(exchange && stride == 1)) {
       const int lane = threadIdx.x & 31;
       for (int r = threadIdx.x / 32; r < sh.w; r += kThreads / 32) {
         unsigned load = 0;

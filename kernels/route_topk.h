@@ -12,7 +12,7 @@
 // and writes its rows' shared columns. int32 and int64 ids, K <= 16, W <= 1024, any N >= 0 with
 // N * (K + 1) + W < 2^31 (about 126M tokens at K = 16; checked). Waterfill uses the static plan
 // (this rank's own counts); dynamic mode's all-reduce belongs to the caller. Calls that share a
-// workspace must be stream-ordered.
+// workspace must be stream-ordered and have the same W.
 //
 // The CPU twin, RouteTopkRef, is built from //core (dispatch, Waterfill, remap): the kernels must
 // equal it bit for bit.
@@ -68,7 +68,9 @@ struct RouteTopkParams {
   // kernel, and those it may overlap if it was launched this way too). A copy, a memset, or a
   // kernel with at least one full (plain) dependency between it and this call is safe. Such a
   // call also lets the next kernel launched with programmatic dependent launch start at its own
-  // start; that kernel must wait the same way before it reads anything written before.
+  // start, so that kernel may run during the whole call: it must wait the same way before it
+  // reads anything this call writes, and before it writes anything this call reads or writes
+  // (ids, weights, tables, outputs).
   bool overlap_previous = false;
   // Debug: if set, a device array of 6 int64 that receives clock64() of block 0 at the start,
   // after the set-up, after phase 1, after the exchange, after the plan and at the end (for
@@ -86,7 +88,8 @@ struct RouteTopkBuffers {
   float* weights = nullptr;               // [N][K+S] out
   int32_t* shared_rank = nullptr;         // [N] out, or null
   // RouteTopkWorkspaceBytes(N, W) bytes, zeroed once; it serves calls of one W only (the
-  // layout of its exchange words depends on W), stream-ordered.
+  // layout of its exchange words depends on W: another W can leave words that make the
+  // exchange spin for ever), stream-ordered.
   void* workspace = nullptr;
 };
 

@@ -381,8 +381,8 @@ TEST(RouteTopkGpuTest, WorkspaceStaysCleanAcrossMixedCalls) {
 // wait would differ from the twin. The second call must see a clean workspace and add to the
 // histogram (its outputs are the first's, so the histogram is what shows it ran).
 // On an H200 (2026-11-29) this caught ptxas hoisting read-only-cache loads (__ldg) of the ids
-// above griddepcontrol.wait in some kernels (stream and graph), and a binary with the wait moved
-// after the reads.
+// above griddepcontrol.wait in some kernels (stream and graph). It also failed, as it should,
+// for a deliberately broken binary with the wait moved after the reads.
 template <typename Id>
 void OverlappedCallsWait() {
   const uint64_t seed = testing::FreshSeed();
@@ -394,6 +394,7 @@ void OverlappedCallsWait() {
       {300, 8, 8, 36, 32, 1, RouteDispatch::kStatic, RouteWaterfill::kLocal},  // no exchange
       {4096, 8, 144, 2, 32, 1, RouteDispatch::kStatic, kS},     // exchange, block plan
       {4096, 8, 32, 9, 32, 1, RouteDispatch::kStatic, kE},      // exchange, exact
+      {4096, 8, 512, 1, 256, 1, RouteDispatch::kStatic, kS},    // consecutive exchange words
       {65536, 8, 8, 36, 32, 1, RouteDispatch::kStatic, kS},     // batches a thread
       {3000, 8, 8, 640, 32, 1, RouteDispatch::kStatic, kE},     // table from global memory
       {5000, 8, 32, 9, 32, 1, RouteDispatch::kDynamic, kE, 7},  // replicas, forced grid
