@@ -66,7 +66,7 @@ ABSL_FLAG(bool, plant_bug, false, "route slots with the logical count (L = E / W
 ABSL_FLAG(std::string, waterfill, "exact", "exact or sglang");
 ABSL_FLAG(bool, overlap, false,
           "launch the routing kernel with programmatic dependent launch, overlapping the top-k "
-          "kernel before it (calls without an exchange between blocks only)");
+          "kernel before it");
 ABSL_FLAG(bool, check, true, "compute the reference and compare");
 ABSL_FLAG(std::string, out, "", "write the result JSON here too");
 ABSL_FLAG(int, staging_rows, 0, "weight staging rows (0: one layer, L)");
