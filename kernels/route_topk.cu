@@ -2,10 +2,10 @@
 // Waterfill balances over several blocks) a fence-free exchange of the rank counts, then plan
 // and expand.
 //
-//   set-up  the static table is staged in shared memory as (physical id, slot) pairs (its load
-//           is issued first, then the first batch's id loads, which it overlaps), so a lookup
-//           is a shared read rather than a global load that waits for the id; bins and row
-//           flags are zeroed.
+//   set-up  bins, row flags and the plan's sums are zeroed while the table and the first batch's
+//           ids are in flight (the table's load is issued first); then the static table is
+//           staged in shared memory as (physical id, slot) pairs, so a lookup is a shared read
+//           rather than a global load that waits for the id.
 //   route   (each block, a contiguous chunk of rows; block-relative 32-bit indices): over the
 //           chunk's (row, k) elements in coalesced batches, dispatch every id, count per
 //           physical id in shared memory (the rank counts are sums of those), flag rows with a
@@ -32,7 +32,11 @@
 // dispatch kind, two batch shapes, predicated per-element code, a 32-bit plan); a block is bound
 // by its SM's store throughput, so more blocks with less each beat fewer with more. With warm
 // caches (steady state) most warp stalls at decode sizes are barrier waits and fixed-latency
-// dependencies: a few warps walk the exchange, plan and search while the rest wait.
+// dependencies: a few warps walk the exchange, plan and search while the rest wait. So what
+// lies on one warp's chain counts: a division by a run-time divisor is about 20 dependent
+// instructions, so the divisors known at launch (L, K, W) come with host-computed multipliers
+// (DivBy), and the set-up's zeroing runs in the shadow of the loads rather than after them
+// (together 0.27-0.44 us a call, 5-8%, H200).
 //
 // Programmatic dependent launch (RouteTopkParams::overlap_previous; a kernel of its own): the
 // set-up runs before griddepcontrol.wait, so it and the launch overlap the kernels still running
@@ -147,11 +151,15 @@ struct Shape {
   int n, k, e, p, w, s, l, rank, min_batch;
   float shared_weight;
   int rows_per_block;
-  int off_table;       // int2 (physical, slot)[E] (staged table); else int slot_of[P], or -1
-  int off_bins;        // unsigned [P] (shared bins) or [W] (rank bins)
-  int off_plan;        // PlanShared
-  int off_flags;       // unsigned char [rows_per_block], or -1
-  int word_stride;     // exchange words between ranks: WordStride(w)
+  int off_table;             // int2 (physical, slot)[E] (staged table); else int slot_of[P], or -1
+  int off_bins;              // unsigned [P] (shared bins) or [W] (rank bins)
+  int off_plan;              // PlanShared
+  int off_flags;             // unsigned char [rows_per_block], or -1
+  int word_stride;           // exchange words between ranks: WordStride(w)
+  int step_rows, step_cols;  // kThreads / k and kThreads % k
+  // DivMagic of l, k and w: x / d as one multiply-high (DivBy) on the set-up's and the plan's
+  // latency chains, where a division is about 20 dependent instructions.
+  unsigned long long l_magic, k_magic, w_magic;
   long long* profile;  // debug: clock64 at phase boundaries of block 0 (null: off)
 };
 
@@ -184,6 +192,15 @@ __device__ __forceinline__ unsigned long long LoadRelaxed(const unsigned long lo
 __device__ __forceinline__ void StoreRelaxed(unsigned long long* p, unsigned long long v) {
   asm volatile("st.relaxed.gpu.global.u64 [%0], %1;" ::"l"(p), "l"(v) : "memory");
 }
+
+// x / d for 0 <= x < 2^31, with magic = DivMagic(d) computed on the host: floor(x * M / 2^64)
+// with M = floor(2^64 / d) + 1 is exact for x, d < 2^32 (the error, under 2^-32, never
+// reaches the next integer, which is at least 1 / d away); d = 1 is magic 0. (Lookup's SlotOf
+// may see x = -1, padding, and its result is then discarded.)
+__device__ __forceinline__ int DivBy(int x, unsigned long long magic) {
+  return magic == 0 ? x : static_cast<int>(__umul64hi(static_cast<unsigned>(x), magic));
+}
+unsigned long long DivMagic(int d) { return d == 1 ? 0 : ~0ull / static_cast<unsigned>(d) + 1; }
 
 __device__ __forceinline__ int WarpSum(int x) {
   return static_cast<int>(__reduce_add_sync(0xffffffffu, static_cast<unsigned>(x)));
@@ -218,7 +235,7 @@ __device__ int SglangHeadroom(const Shape& sh, int level, int load, int r) {
 
 // SGLang's level ceil((S + S / K) / W).
 __device__ __forceinline__ int SglangLevel(const Shape& sh, int total_routed) {
-  return (total_routed + total_routed / sh.k + sh.w - 1) / sh.w;
+  return DivBy(total_routed + DivBy(total_routed, sh.k_magic) + sh.w - 1, sh.w_magic);
 }
 
 // SGLang's fallback when every headroom is 0 (rare): the sequential hysteresis argmin, as the
@@ -297,7 +314,7 @@ __device__ void WarpPlanExactRuns(const Shape& sh, PlanShared& sm, int valid) {
     const int pos = lo + j;
     load[j] = j < per && pos < sh.w ? sm.load[ExactOrderRank(pos, sh.rank)] : INT_MAX;
   }
-  int t = (valid + static_cast<int>(sm.total) + sh.w - 1) / sh.w;
+  int t = DivBy(valid + static_cast<int>(sm.total) + sh.w - 1, sh.w_magic);
   for (;;) {
     int part = 0, c = 0;
 #pragma unroll
@@ -370,7 +387,9 @@ __device__ bool RowHasRoutedId(const Id* physical, int t, int k) {
   return any;
 }
 
-__device__ __forceinline__ int SlotOf(const Shape& sh, int pk) { return pk + (pk / sh.l) * sh.s; }
+__device__ __forceinline__ int SlotOf(const Shape& sh, int pk) {
+  return pk + DivBy(pk, sh.l_magic) * sh.s;
+}
 
 // Phase 1 of one block: its elements [0, n) (of rows [0, rows), relative to the block's first
 // row), with every index 32-bit and block-relative (the pointers start at the block's data).
@@ -471,7 +490,7 @@ struct Router {
       if (kSharedBins) {
         if (live && count) atomicAdd(&bins[pk], 1u);
       } else {
-        if (live && balance) atomicAdd(&bins[pk / sh.l], 1u);
+        if (live && balance) atomicAdd(&bins[DivBy(pk, sh.l_magic)], 1u);
         if (live && a.counts != nullptr) atomicAdd(&a.counts[pk], 1ull);
       }
     }
@@ -493,19 +512,12 @@ struct Router {
 };
 
 // `first` is this thread's first table entry, loaded before the ids (the table is the set-up's
-// only global read, so it goes first).
+// only global read, so it goes first). The shared memory that needs no load is zeroed first,
+// while the table and the ids are in flight: only the staging waits for them.
 template <typename Id, int kDispatch, bool kSharedBins>
 __device__ __forceinline__ void SetUp(const Shape& sh, const Args<Id>& a,
                                       Router<Id, kDispatch, kSharedBins>& rt, PlanShared& plan,
                                       int rows, int first) {
-  if (kDispatch == kStagedTable) {
-    for (int i = threadIdx.x; i < sh.e; i += kThreads) {
-      const int pk = i == static_cast<int>(threadIdx.x) ? first : __ldg(a.table + i);
-      rt.entry[i] = make_int2(pk, pk >= 0 ? SlotOf(sh, pk) : -1);
-    }
-  } else if (rt.slot_of != nullptr) {
-    for (int i = threadIdx.x; i < sh.p; i += kThreads) rt.slot_of[i] = SlotOf(sh, i);
-  }
   if (rt.count) {
     const int nb = kSharedBins ? sh.p : sh.w;
     for (int i = threadIdx.x; i < nb; i += kThreads) rt.bins[i] = 0;
@@ -518,6 +530,14 @@ __device__ __forceinline__ void SetUp(const Shape& sh, const Args<Id>& a,
     plan.block_valid = 0;
     plan.valid = 0;
     plan.offset = 0;
+  }
+  if (kDispatch == kStagedTable) {
+    for (int i = threadIdx.x; i < sh.e; i += kThreads) {
+      const int pk = i == static_cast<int>(threadIdx.x) ? first : __ldg(a.table + i);
+      rt.entry[i] = make_int2(pk, pk >= 0 ? SlotOf(sh, pk) : -1);
+    }
+  } else if (rt.slot_of != nullptr) {
+    for (int i = threadIdx.x; i < sh.p; i += kThreads) rt.slot_of[i] = SlotOf(sh, i);
   }
 }
 
@@ -613,27 +633,27 @@ __global__ void __launch_bounds__(kThreads, 1) RouteTopkKernel(const Shape sh, c
   const int rows = row1 - row0;
   const int64_t e0 = static_cast<int64_t>(row0) * sh.k;
   const int64_t o0 = static_cast<int64_t>(row0) * (sh.k + sh.s);
-  Router<Id, kDispatch, kSharedBins> rt{sh,
-                                        a,
-                                        a.logical + e0,
-                                        a.routed_w != nullptr ? a.routed_w + e0 : nullptr,
-                                        a.physical + e0,
-                                        a.slots + o0,
-                                        a.weights + o0,
-                                        rows * sh.k,
-                                        reinterpret_cast<int2*>(smem + sh.off_table),
-                                        kDispatch != kStagedTable && sh.off_table >= 0
-                                            ? reinterpret_cast<int*>(smem + sh.off_table)
-                                            : nullptr,
-                                        reinterpret_cast<unsigned*>(smem + sh.off_bins),
-                                        sh.off_flags >= 0 ? smem + sh.off_flags : nullptr,
-                                        balance || a.counts != nullptr,
-                                        balance,
-                                        row0,
-                                        static_cast<int>(threadIdx.x) / sh.k,
-                                        static_cast<int>(threadIdx.x) % sh.k,
-                                        kThreads / sh.k,
-                                        kThreads % sh.k};
+  Router<Id, kDispatch, kSharedBins> rt{
+      sh,
+      a,
+      a.logical + e0,
+      a.routed_w != nullptr ? a.routed_w + e0 : nullptr,
+      a.physical + e0,
+      a.slots + o0,
+      a.weights + o0,
+      rows * sh.k,
+      reinterpret_cast<int2*>(smem + sh.off_table),
+      kDispatch != kStagedTable && sh.off_table >= 0 ? reinterpret_cast<int*>(smem + sh.off_table)
+                                                     : nullptr,
+      reinterpret_cast<unsigned*>(smem + sh.off_bins),
+      sh.off_flags >= 0 ? smem + sh.off_flags : nullptr,
+      balance || a.counts != nullptr,
+      balance,
+      row0,
+      DivBy(threadIdx.x, sh.k_magic),
+      static_cast<int>(threadIdx.x) - DivBy(threadIdx.x, sh.k_magic) * sh.k,
+      sh.step_rows,
+      sh.step_cols};
   // Phase 1. The launcher sizes the grid so that a thread has at most one element whenever the
   // blocks fit on the device; past that, whole batches of kBatch per thread where it can. The
   // first batch's loads are issued before the set-up, which they overlap; an overlapping call
@@ -967,6 +987,11 @@ absl::Status Launch(const RouteTopkParams& p, const RouteTopkBuffers<Id>& b, cud
   sh.w = p.ep_size;
   sh.s = p.num_shared;
   sh.l = p.num_physical / p.ep_size;
+  sh.step_rows = kThreads / p.top_k;
+  sh.step_cols = kThreads % p.top_k;
+  sh.l_magic = DivMagic(sh.l);
+  sh.k_magic = DivMagic(p.top_k);
+  sh.w_magic = DivMagic(p.ep_size);
   sh.rank = p.rank;
   sh.min_batch = p.min_batch;
   sh.shared_weight = p.shared_weight;
