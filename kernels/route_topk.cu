@@ -138,11 +138,12 @@ constexpr int kRanksPerThread = (kRouteMaxRanks + kThreads - 1) / kThreads;  // 
 struct PlanShared {
   int load[kRouteMaxRanks];
   int prefix[kRouteMaxRanks + 1];
-  unsigned total;        // sum of load
-  unsigned valid;        // valid rows of the call (exact policy, several blocks)
-  unsigned offset;       // valid rows of the lower blocks (exact policy)
-  unsigned block_valid;  // valid rows of this block
-  int fallback;          // SGLang's rank when every headroom is 0
+  unsigned total;                 // sum of load
+  unsigned valid;                 // valid rows of the call (exact policy, several blocks)
+  unsigned offset;                // valid rows of the lower blocks (exact policy)
+  unsigned block_valid;           // valid rows of this block
+  int fallback;                   // SGLang's rank when every headroom is 0
+  int warp_total[kThreads / 32];  // SGLang's block plan: each warp's headroom
   typename IntScan::TempStorage scan;
 };
 
@@ -223,13 +224,15 @@ __device__ __forceinline__ void WarpExclusiveScans(int (&x)[N]) {
   for (int i = 0; i < N; ++i) x[i] = inc[i] - x[i];
 }
 
-__device__ int SglangHeadroom(const Shape& sh, int level, int load, int r) {
+// SGLang's headroom of rank r: max(0, level - load), times 10 / 11 (floored) off the source
+// rank. floor(10 x / 11) = x - ceil(x / 11) = x - floor((x + 10) / 11), and floor(n / 11) is
+// umulhi(n, ceil(2^35 / 11)) >> 3 for every 32-bit n (the multiplier exceeds 2^35 / 11 by
+// 1 / 11, under 2^3 / 11): branch-free and 32-bit for every x < 2^31.
+__device__ __forceinline__ int SglangHeadroom(const Shape& sh, int level, int load, int r) {
   int x = level - load;
   if (x < 0) x = 0;
-  if (r != sh.rank) {
-    x = x < (1 << 28) ? static_cast<int>(static_cast<unsigned>(x) * 10u / 11u)
-                      : static_cast<int>(static_cast<long long>(x) * 10 / 11);
-  }
+  if (r != sh.rank)
+    x -= static_cast<int>(__umulhi(static_cast<unsigned>(x) + 10u, 0xBA2E8BA3u) >> 3);
   return x;
 }
 
@@ -254,20 +257,31 @@ __device__ void SglangFallback(const Shape& sh, PlanShared& sm, int total_headro
 }
 
 // W > 32, SGLang: thread i owns ranks [i*R, i*R + R), R = kRanksPerThread; the headroom prefix
-// is one block scan. Writes sm.prefix[0..w] and sm.fallback. Same integers as the CPU twin.
+// is a warp scan, one barrier, and two single-instruction reductions of the warps' totals (the
+// block total and the warps before this one). Writes sm.prefix[0..w] and sm.fallback. Same
+// integers as the CPU twin.
 __device__ void BlockPlanSglang(const Shape& sh, PlanShared& sm) {
   const int level = SglangLevel(sh, static_cast<int>(sm.total));
-  int h[kRanksPerThread], inc[kRanksPerThread], total = 0;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  int h[kRanksPerThread], sum = 0;
 #pragma unroll
   for (int j = 0; j < kRanksPerThread; ++j) {
     const int r = kRanksPerThread * threadIdx.x + j;
     h[j] = r < sh.w ? SglangHeadroom(sh, level, sm.load[r], r) : 0;
+    sum += h[j];
   }
-  IntScan(sm.scan).InclusiveSum(h, inc, total);
+  int before[1] = {sum};
+  WarpExclusiveScans(before);
+  if (lane == 31) sm.warp_total[warp] = before[0] + sum;
+  __syncthreads();
+  const int t = lane < kThreads / 32 ? sm.warp_total[lane] : 0;
+  const int total = WarpSum(t);
+  int acc = before[0] + WarpSum(lane < warp ? t : 0);
 #pragma unroll
   for (int j = 0; j < kRanksPerThread; ++j) {
     const int r = kRanksPerThread * threadIdx.x + j;
-    if (r < sh.w) sm.prefix[r + 1] = inc[j];
+    acc += h[j];
+    if (r < sh.w) sm.prefix[r + 1] = acc;
   }
   if (threadIdx.x == 0) {
     sm.prefix[0] = 0;
