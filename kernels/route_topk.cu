@@ -18,8 +18,8 @@
 //           load. The exact policy also publishes each block's valid-row count.
 //   plan    (every block, redundantly; 32-bit): SGLang's level and headroom prefix on one
 //           warp for W <= 32 (lane = rank), on the whole block above (a rank or two a thread,
-//           block scans); the exact policy's level and quota prefix on one warp (a run of
-//           ranks a lane, in registers: no block barrier in the level search).
+//           warp scans and one barrier); the exact policy's level and quota prefix on one warp (a
+//           run of ranks a lane, in registers: no block barrier in the level search).
 //   expand  (each block, its rows): the shared columns; then the histogram's global atomics.
 //
 // The grid: one element a thread (kThreads elements a block) as long as the blocks fit on the
@@ -128,7 +128,8 @@ enum DispatchKind {
   kReplicaPick = 2,  // dynamic: a hashed pick among the expert's replicas
 };
 
-// Warp scans then a scan of the warp totals: fewer dependent steps than the default raking.
+// The exact policy's expand numbers its valid rows with this (warp scans then a scan of the warp
+// totals: fewer dependent steps than the default raking).
 using IntScan = cub::BlockScan<int, kThreads, cub::BLOCK_SCAN_WARP_SCANS>;
 constexpr int kRanksPerThread = (kRouteMaxRanks + kThreads - 1) / kThreads;  // block plan
 
