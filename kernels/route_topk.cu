@@ -36,7 +36,7 @@
 // lies on one warp's chain counts: a division by a run-time divisor is about 20 dependent
 // instructions, so the divisors known at launch (L, K, W) come with host-computed multipliers
 // (DivBy), and the set-up's zeroing runs in the shadow of the loads rather than after them
-// (together 0.27-0.44 us a call, 5-8%, H200).
+// (together, SGLang 0.27-0.44 us a call, 5-8%, and exact 0.19-0.34 us; H200).
 //
 // Programmatic dependent launch (RouteTopkParams::overlap_previous; a kernel of its own): the
 // set-up runs before griddepcontrol.wait, so it and the launch overlap the kernels still running
@@ -196,9 +196,10 @@ __device__ __forceinline__ void StoreRelaxed(unsigned long long* p, unsigned lon
 }
 
 // x / d for 0 <= x < 2^31, with magic = DivMagic(d) computed on the host: floor(x * M / 2^64)
-// with M = floor(2^64 / d) + 1 is exact for x, d < 2^32 (the error, under 2^-32, never
-// reaches the next integer, which is at least 1 / d away); d = 1 is magic 0. (Lookup's SlotOf
-// may see x = -1, padding, and its result is then discarded.)
+// with M = ceil(2^64 / d) is exact for x, d < 2^32 (M exceeds 2^64 / d by under 1, so the
+// error is under x / 2^64 < 2^-32 and never reaches the next integer, which is at least 1 / d
+// away); d = 1 is magic 0 (M would not fit). (SlotOf may see x = -1, padding, and its result
+// is then discarded.)
 __device__ __forceinline__ int DivBy(int x, unsigned long long magic) {
   return magic == 0 ? x : static_cast<int>(__umul64hi(static_cast<unsigned>(x), magic));
 }
@@ -402,8 +403,11 @@ __device__ bool RowHasRoutedId(const Id* physical, int t, int k) {
   return any;
 }
 
+// (Unsigned arithmetic: for pk = -1, whose result callers discard, it wraps rather than
+// overflows.)
 __device__ __forceinline__ int SlotOf(const Shape& sh, int pk) {
-  return pk + DivBy(pk, sh.l_magic) * sh.s;
+  return static_cast<int>(static_cast<unsigned>(pk) + static_cast<unsigned>(DivBy(pk, sh.l_magic)) *
+                                                          static_cast<unsigned>(sh.s));
 }
 
 // Phase 1 of one block: its elements [0, n) (of rows [0, rows), relative to the block's first
@@ -780,7 +784,7 @@ __global__ void __launch_bounds__(kThreads, 1) RouteTopkKernel(const Shape sh, c
   // several elements a thread (large calls) and a plan on one warp (SGLang's up to 32 ranks,
   // the exact policy's below 256): there the exchange's polls would wait behind the block's
   // stores, and the warp's plan, with few shared-memory accesses, runs at speed while they
-  // drain after the exchange. H200, T = 65536: 4% (SGLang) and 4-13% (exact) faster at W = 8
+  // drain after the exchange. H200, T = 65536: 4% (SGLang) and 4-12% (exact) faster at W = 8
   // to 144; the exact plan at W = 512 and the block-wide plan (its scans behind the stores)
   // were 1% and 2-6% slower that way.
   const bool late = defer && !single && exchange && (kMode == 2 ? sh.w < 256 : sh.w <= 32);
