@@ -880,20 +880,18 @@ template <typename Id, int kDispatch, bool kSharedBins, int kMode>
 int MaxResidentBlocks(int* sms) {
   static int sm_count = 0;
   static const int max_blocks = [] {
-    auto kernel = RouteTopkKernel<Id, kDispatch, kSharedBins, kMode, false>;
-    auto overlapping = RouteTopkKernel<Id, kDispatch, kSharedBins, kMode, true>;
-    int device = 0, per_sm = 0;
+    int device = 0, per_sm = INT_MAX;
     cudaGetDevice(&device);
     cudaDeviceGetAttribute(&sm_count, cudaDevAttrMultiProcessorCount, device);
-    cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                         static_cast<int>(kMaxSmem));
-    cudaFuncSetAttribute(overlapping, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                         static_cast<int>(kMaxSmem));
-    int per_sm_overlapping = 0;
-    cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, kMaxSmem);
-    cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm_overlapping, overlapping, kThreads,
-                                                  kMaxSmem);
-    per_sm = std::min(per_sm, per_sm_overlapping);  // one grid size serves both
+    // Both variants (plain and overlapping): one grid size serves both.
+    for (auto kernel : {RouteTopkKernel<Id, kDispatch, kSharedBins, kMode, false>,
+                        RouteTopkKernel<Id, kDispatch, kSharedBins, kMode, true>}) {
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                           static_cast<int>(kMaxSmem));
+      int blocks = 0;
+      cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, kThreads, kMaxSmem);
+      per_sm = std::min(per_sm, blocks);
+    }
     if (sm_count < 1) sm_count = 1;
     return sm_count * (per_sm > 0 ? per_sm : 1);
   }();
