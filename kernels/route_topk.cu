@@ -291,12 +291,12 @@ __device__ void BlockPlanSglang(const Shape& sh, PlanShared& sm) {
   }
 }
 
-// SGLang, W <= 32: lane = rank. The same integers as the CPU twin.
-__device__ void WarpPlanSglang(const Shape& sh, PlanShared& sm) {
+// SGLang, W <= 32: lane = rank, `load` the lane's (0 past W), `total` their sum. The same
+// integers as the CPU twin.
+__device__ void WarpPlanSglang(const Shape& sh, PlanShared& sm, int load, int total) {
   const int lane = threadIdx.x;
-  const int load = lane < sh.w ? sm.load[lane] : 0;
   if (lane == 0) sm.prefix[0] = 0;
-  const int level = SglangLevel(sh, static_cast<int>(sm.total));
+  const int level = SglangLevel(sh, total);
   const int x = lane < sh.w ? SglangHeadroom(sh, level, load, lane) : 0;
   int scan[1] = {x};
   WarpExclusiveScans(scan);
@@ -561,23 +561,27 @@ __device__ __forceinline__ void SetUp(const Shape& sh, const Args<Id>& a,
 }
 
 // Plan (when balancing) and the shared columns of rows [row0, row1).
+// `planned`: the exchange's polling warp has already written the plan (SGLang, W <= 32).
 template <typename Id, int kMode>
 __device__ __forceinline__ void Expand(const Shape& sh, const Args<Id>& a, PlanShared& plan,
                                        const unsigned char* flags, bool balance, bool exchange,
-                                       int row0, int row1) {
-  if (balance) {
+                                       bool planned, int row0, int row1) {
+  if (balance && !planned) {
     if (exchange) __syncthreads();
     EPLB_MARK(3);
     const int valid = kMode == 2 ? static_cast<int>(exchange ? plan.valid : plan.block_valid) : 0;
     if (kMode == 2) {
       if (threadIdx.x < 32) WarpPlanExact(sh, plan, valid);
     } else if (sh.w <= 32) {
-      if (threadIdx.x < 32) WarpPlanSglang(sh, plan);
+      if (threadIdx.x < 32) {
+        WarpPlanSglang(sh, plan, threadIdx.x < sh.w ? plan.load[threadIdx.x] : 0,
+                       static_cast<int>(plan.total));
+      }
     } else {
       BlockPlanSglang(sh, plan);
     }
-    __syncthreads();
   }
+  if (balance) __syncthreads();
   EPLB_MARK(4);
 
   // Expand: rows in tiles of blockDim, with a running valid-row index for the exact policy.
@@ -737,12 +741,14 @@ __global__ void __launch_bounds__(kThreads, 1) RouteTopkKernel(const Shape sh, c
   const int stride = sh.word_stride;
   unsigned long long* valid_words = a.ws.block_valid + parity * kMaxBlocks;
   if (balance) {
-    unsigned part = 0;
-    for (int r = row0 + threadIdx.x; r < row1; r += kThreads) {
-      part += rt.flags != nullptr ? rt.flags[r - row0] : RowHasRoutedId(a.physical, r, sh.k);
+    if (kMode == 2) {  // valid rows (SGLang's plan does not count them)
+      unsigned part = 0;
+      for (int r = row0 + threadIdx.x; r < row1; r += kThreads) {
+        part += rt.flags != nullptr ? rt.flags[r - row0] : RowHasRoutedId(a.physical, r, sh.k);
+      }
+      part = __reduce_add_sync(0xffffffffu, part);
+      if ((threadIdx.x & 31) == 0 && part != 0) atomicAdd(&plan.block_valid, part);
     }
-    part = __reduce_add_sync(0xffffffffu, part);
-    if ((threadIdx.x & 31) == 0 && part != 0) atomicAdd(&plan.block_valid, part);
     // Rank loads: sums of the per-physical-id bins (a warp per rank when L >= 8, since a
     // thread would chain L adds, except into consecutive exchange words: WordStride), or the
     // rank bins themselves.
@@ -778,7 +784,9 @@ __global__ void __launch_bounds__(kThreads, 1) RouteTopkKernel(const Shape sh, c
       mine = __reduce_add_sync(0xffffffffu, mine);
       if ((threadIdx.x & 31) == 0 && mine != 0) atomicAdd(&plan.total, mine);
     }
-    __syncthreads();  // plan.block_valid, and (one block) plan.load and plan.total complete
+    // plan.block_valid, and (one block) plan.load and plan.total complete. SGLang's exchange
+    // needs neither: its polls fill plan.load and plan.total.
+    if (kMode == 2 || !exchange) __syncthreads();
   }
   // The counts are out: the stores drain while the blocks exchange. Except with batches of
   // several elements a thread (large calls) and a plan on one warp (SGLang's up to 32 ranks,
@@ -789,6 +797,8 @@ __global__ void __launch_bounds__(kThreads, 1) RouteTopkKernel(const Shape sh, c
   // were 1% and 2-6% slower that way.
   const bool late = defer && !single && exchange && (kMode == 2 ? sh.w < 256 : sh.w <= 32);
   if (defer && !late) store_last();
+  // SGLang's plan on one warp (W <= 32) runs on the warp that polls the exchange words.
+  const bool warp_plan = exchange && kMode == 1 && sh.w <= 32;
   if (exchange) {
     if (kMode == 2 && threadIdx.x == 0) {
       StoreRelaxed(&valid_words[blockIdx.x], kPublished | plan.block_valid);
@@ -808,8 +818,16 @@ __global__ void __launch_bounds__(kThreads, 1) RouteTopkKernel(const Shape sh, c
       plan.load[r] = static_cast<int>(v & kLoadMask);
       mine += static_cast<unsigned>(v & kLoadMask);
     }
-    mine = __reduce_add_sync(0xffffffffu, mine);
-    if ((threadIdx.x & 31) == 0 && mine != 0) atomicAdd(&plan.total, mine);
+    if (warp_plan) {  // the polling warp plans from its registers, with no block barrier
+      if (threadIdx.x < 32) {
+        __syncwarp();  // the fallback reads the warp's plan.load
+        EPLB_MARK(3);
+        WarpPlanSglang(sh, plan, static_cast<int>(mine), WarpSum(static_cast<int>(mine)));
+      }
+    } else {
+      mine = __reduce_add_sync(0xffffffffu, mine);
+      if ((threadIdx.x & 31) == 0 && mine != 0) atomicAdd(&plan.total, mine);
+    }
     // Every block has read the counter before its first atomic, so it can move on now.
     if (blockIdx.x == 0 && threadIdx.x == 0) atomicAdd(a.ws.call_counter, 1u);
     if (kMode == 2) {
@@ -831,7 +849,7 @@ __global__ void __launch_bounds__(kThreads, 1) RouteTopkKernel(const Shape sh, c
   }
   if (late) rt.template Store<kBatch, true>(last_base, last);  // (late: batches)
   if (sh.s != 0 || a.shared_rank != nullptr)
-    Expand<Id, kMode>(sh, a, plan, rt.flags, balance, exchange, row0, row1);
+    Expand<Id, kMode>(sh, a, plan, rt.flags, balance, exchange, warp_plan, row0, row1);
   // The histogram last: its atomics then never queue ahead of the exchange's or the plan's
   // shared-memory accesses (the kernel's end waits for them either way).
   if (kSharedBins && a.counts != nullptr) {
