@@ -79,6 +79,10 @@ constexpr int kMaxRowFlags = 4096;     // rows per block with a shared flag (els
 constexpr int kWordStride = 16;
 constexpr int kArrivalShift = 40;  // exchange word: arrivals << 40 | load (load < 2^31)
 constexpr unsigned long long kLoadMask = (1ull << kArrivalShift) - 1;
+// Narrow (32-bit) exchange words, for calls of fewer than 2^21 elements: arrivals << 21 | load
+// (arrivals <= kMaxBlocks = 2^10 fit the top 11 bits).
+constexpr int kArrivalShift32 = 21;
+constexpr unsigned kLoadMask32 = (1u << kArrivalShift32) - 1;
 constexpr unsigned long long kPublished = 1ull << 32;  // valid-row word: 1 << 32 | count
 
 struct Workspace {
@@ -158,6 +162,8 @@ struct Shape {
   int off_plan;              // PlanShared
   int off_flags;             // unsigned char [rows_per_block], or -1
   int word_stride;           // exchange words between ranks: WordStride(w)
+  bool narrow;               // 32-bit exchange words (n * k < 2^21), at the 64-bit words' offsets
+  int narrow_stride;         // 32-bit words between ranks: 1 if word_stride is, else 2 x it
   int step_rows, step_cols;  // kThreads / k and kThreads % k
   // DivMagic of l, k and w: x / d as one multiply-high (DivBy) on the set-up's and the plan's
   // latency chains, where a division is about 20 dependent instructions.
@@ -188,6 +194,12 @@ struct Args {
 __device__ __forceinline__ unsigned long long LoadRelaxed(const unsigned long long* p) {
   unsigned long long v;
   asm volatile("ld.relaxed.gpu.global.u64 %0, [%1];" : "=l"(v) : "l"(p) : "memory");
+  return v;
+}
+
+__device__ __forceinline__ unsigned LoadRelaxed(const unsigned* p) {
+  unsigned v;
+  asm volatile("ld.relaxed.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
   return v;
 }
 
@@ -755,7 +767,12 @@ __global__ void __launch_bounds__(kThreads, 1) RouteTopkKernel(const Shape sh, c
     unsigned mine = 0;  // loads this thread published (one block: the plan's total)
     auto publish = [&](int r, unsigned load) {
       if (exchange) {
-        atomicAdd(&words[r * stride], (1ull << kArrivalShift) + load);
+        if (sh.narrow) {
+          atomicAdd(reinterpret_cast<unsigned*>(words) + r * sh.narrow_stride,
+                    (1u << kArrivalShift32) + load);
+        } else {
+          atomicAdd(&words[r * stride], (1ull << kArrivalShift) + load);
+        }
       } else {
         plan.load[r] = static_cast<int>(load);
         mine += load;
@@ -813,10 +830,19 @@ __global__ void __launch_bounds__(kThreads, 1) RouteTopkKernel(const Shape sh, c
     // Poll: a word that shows every block's arrival holds every block's load.
     unsigned mine = 0;
     for (int r = threadIdx.x; r < sh.w; r += kThreads) {
-      unsigned long long v = LoadRelaxed(&words[r * stride]);
-      while ((v >> kArrivalShift) != gridDim.x) v = LoadRelaxed(&words[r * stride]);
-      plan.load[r] = static_cast<int>(v & kLoadMask);
-      mine += static_cast<unsigned>(v & kLoadMask);
+      unsigned load;
+      if (sh.narrow) {
+        const unsigned* word = reinterpret_cast<const unsigned*>(words) + r * sh.narrow_stride;
+        unsigned v = LoadRelaxed(word);
+        while ((v >> kArrivalShift32) != gridDim.x) v = LoadRelaxed(word);
+        load = v & kLoadMask32;
+      } else {
+        unsigned long long v = LoadRelaxed(&words[r * stride]);
+        while ((v >> kArrivalShift) != gridDim.x) v = LoadRelaxed(&words[r * stride]);
+        load = static_cast<unsigned>(v & kLoadMask);
+      }
+      plan.load[r] = static_cast<int>(load);
+      mine += load;
     }
     if (warp_plan) {  // the polling warp plans from its registers, with no block barrier
       if (threadIdx.x < 32) {
@@ -952,6 +978,9 @@ absl::Status LaunchOne(Shape sh, const RouteTopkParams& p, const RouteTopkBuffer
   sh.off_plan = smem.plan;
   sh.off_flags = smem.flags;
   sh.word_stride = WordStride(p.ep_size);
+  sh.narrow = sh.word_stride == 1 &&
+              static_cast<int64_t>(p.num_tokens) * p.top_k < (int64_t{1} << kArrivalShift32);
+  sh.narrow_stride = sh.word_stride == 1 ? 1 : 2 * sh.word_stride;
   Args<Id> args{b.logical,
                 b.routed_weights,
                 p.static_table,
