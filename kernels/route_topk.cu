@@ -805,6 +805,14 @@ __global__ void __launch_bounds__(kThreads, 1) RouteTopkKernel(const Shape sh, c
     // needs neither: its polls fill plan.load and plan.total.
     if (kMode == 2 || !exchange) __syncthreads();
   }
+  // The histogram's global atomics, behind the exchange's: they complete while the blocks
+  // exchange instead of at the kernel's end (132 blocks x 288 same-address atomics at
+  // T = 65536).
+  if (kSharedBins && a.counts != nullptr) {
+    for (int i = threadIdx.x; i < sh.p; i += kThreads) {
+      if (rt.bins[i] != 0) atomicAdd(&a.counts[i], static_cast<unsigned long long>(rt.bins[i]));
+    }
+  }
   // The counts are out: the stores drain while the blocks exchange. Except with batches of
   // several elements a thread (large calls) and a plan on one warp (SGLang's up to 32 ranks,
   // the exact policy's below 256): there the exchange's polls would wait behind the block's
@@ -876,13 +884,6 @@ __global__ void __launch_bounds__(kThreads, 1) RouteTopkKernel(const Shape sh, c
   if (late) rt.template Store<kBatch, true>(last_base, last);  // (late: batches)
   if (sh.s != 0 || a.shared_rank != nullptr)
     Expand<Id, kMode>(sh, a, plan, rt.flags, balance, exchange, warp_plan, row0, row1);
-  // The histogram last: its atomics then never queue ahead of the exchange's or the plan's
-  // shared-memory accesses (the kernel's end waits for them either way).
-  if (kSharedBins && a.counts != nullptr) {
-    for (int i = threadIdx.x; i < sh.p; i += kThreads) {
-      if (rt.bins[i] != 0) atomicAdd(&a.counts[i], static_cast<unsigned long long>(rt.bins[i]));
-    }
-  }
   EPLB_MARK(5);
 }
 
