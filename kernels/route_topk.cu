@@ -10,17 +10,22 @@
 //           chunk's (row, k) elements in coalesced batches, dispatch every id, count per
 //           physical id in shared memory (the rank counts are sums of those), flag rows with a
 //           routed id. The last batch's physical ids, slots and weights stay in registers.
-//   publish the rank loads; then the deferred stores, which drain while the blocks exchange.
+//   publish the rank loads; then the histogram's global atomics and the deferred stores, which
+//           complete while the blocks exchange.
 //   exchange (several blocks and a balancing policy only): each block adds, for every rank r,
-//           (1 << 40) + its load of r to one 64-bit word of rank r, and polls the words until
+//           (1 << 40) + its load of r to one 64-bit word of rank r (from 256 ranks, a 32-bit word
+//           (1 << 21) + load when the call has under 2^21 elements), and polls the words until
 //           each shows all blocks' arrivals. A word carries its own arrival count, so no fence
 //           and no grid barrier is needed: a word that shows every arrival holds every block's
 //           load. The exact policy also publishes each block's valid-row count.
 //   plan    (every block, redundantly; 32-bit): SGLang's level and headroom prefix on one
 //           warp for W <= 32 (lane = rank), on the whole block above (a rank or two a thread,
 //           warp scans and one barrier); the exact policy's level and quota prefix on one warp (a
-//           run of ranks a lane, in registers: no block barrier in the level search).
-//   expand  (each block, its rows): the shared columns; then the histogram's global atomics.
+//           run of ranks a lane, in registers: no block barrier in the level search). SGLang's
+//           one-warp plan runs on the warp that polled, from its registers.
+//   expand  (each block, its rows): the shared columns. A block of one batch (large calls)
+//           instead stages its slots and weights in shared memory and stores its rows whole, in
+//           row order, after the expand (RowMajorStores).
 //
 // The grid: one element a thread (kThreads elements a block) as long as the blocks fit on the
 // device; past that, one block a multiprocessor with whole batches of kBatch a thread.
@@ -79,8 +84,11 @@ constexpr int kMaxRowFlags = 4096;     // rows per block with a shared flag (els
 constexpr int kWordStride = 16;
 constexpr int kArrivalShift = 40;  // exchange word: arrivals << 40 | load (load < 2^31)
 constexpr unsigned long long kLoadMask = (1ull << kArrivalShift) - 1;
-// Narrow (32-bit) exchange words, for calls of fewer than 2^21 elements: arrivals << 21 | load
-// (arrivals <= kMaxBlocks = 2^10 fit the top 11 bits).
+// Narrow (32-bit) exchange words, for calls of fewer than 2^21 elements on consecutive words
+// (WordStride 1): arrivals << 21 | load (arrivals <= kMaxBlocks = 2^10 fit the top 11 bits).
+// Twice the ranks a line for the publish's atomics and the polls: W = 512, T = 4096, SGLang
+// 2% and exact 4% faster (H200). Below 256 ranks, where each word has a line of its own, they
+// were no faster (up to 2% slower), so those keep 64-bit words.
 constexpr int kArrivalShift32 = 21;
 constexpr unsigned kLoadMask32 = (1u << kArrivalShift32) - 1;
 constexpr unsigned long long kPublished = 1ull << 32;  // valid-row word: 1 << 32 | count
@@ -157,10 +165,13 @@ struct Shape {
   int n, k, e, p, w, s, l, rank, min_batch;
   float shared_weight;
   int rows_per_block;
-  int off_table;             // int2 (physical, slot)[E] (staged table); else int slot_of[P], or -1
-  int off_bins;              // unsigned [P] (shared bins) or [W] (rank bins)
-  int off_plan;              // PlanShared
-  int off_flags;             // unsigned char [rows_per_block], or -1
+  int off_table;  // int2 (physical, slot)[E] (staged table); else int slot_of[P], or -1
+  int off_bins;   // unsigned [P] (shared bins) or [W] (rank bins)
+  int off_plan;   // PlanShared
+  int off_flags;  // unsigned char [rows_per_block], or -1
+  // Row-major stores of a one-batch block (RowMajorStores), or -1: int slot[rows * k],
+  // float weight[rows * k], int shared rank[rows].
+  int off_stage;
   int word_stride;           // exchange words between ranks: WordStride(w)
   bool narrow;               // 32-bit exchange words (n * k < 2^21), at the 64-bit words' offsets
   int narrow_stride;         // 32-bit words between ranks: 1 if word_stride is, else 2 x it
@@ -527,6 +538,20 @@ struct Router {
     }
   }
 
+  // The physical ids, and the slots and weights staged in shared memory for RowMajorStores.
+  template <int B>
+  __device__ __forceinline__ void StoreAndStage(int base, const Routed<B>& r, int* stage_slot,
+                                                float* stage_weight) const {
+#pragma unroll
+    for (int u = 0; u < B; ++u) {
+      const int i = base + u * kThreads + static_cast<int>(threadIdx.x);
+      if (i >= n) continue;
+      physical[i] = static_cast<Id>(r.pk[u]);
+      stage_slot[i] = r.sl[u];
+      stage_weight[i] = r.w[u];
+    }
+  }
+
   // The slot of element i of row t is i + t * S.
   template <int B, bool kTail>
   __device__ __forceinline__ void Store(int base, const Routed<B>& r) const {
@@ -577,7 +602,7 @@ __device__ __forceinline__ void SetUp(const Shape& sh, const Args<Id>& a,
 template <typename Id, int kMode>
 __device__ __forceinline__ void Expand(const Shape& sh, const Args<Id>& a, PlanShared& plan,
                                        const unsigned char* flags, bool balance, bool exchange,
-                                       bool planned, int row0, int row1) {
+                                       bool planned, int row0, int row1, int* stage_rank) {
   if (balance && !planned) {
     if (exchange) __syncthreads();
     EPLB_MARK(3);
@@ -633,6 +658,10 @@ __device__ __forceinline__ void Expand(const Shape& sh, const Args<Id>& a, PlanS
       }
     }
     if (a.shared_rank != nullptr) a.shared_rank[t] = dest;
+    if (stage_rank != nullptr) {  // RowMajorStores writes the shared columns
+      stage_rank[t - row0] = dest;
+      continue;
+    }
     for (int s = 0; s < sh.s; ++s) {
       const int64_t o = static_cast<int64_t>(t) * width + sh.k + s;
       a.slots[o] =
@@ -642,9 +671,49 @@ __device__ __forceinline__ void Expand(const Shape& sh, const Args<Id>& a, PlanS
   }
 }
 
+// The slots and weights of a block's rows [0, rows) in row order, each row's K routed entries
+// (staged) and S shared ones (from the staged shared rank): one coalesced pass. Stored apart,
+// the shared columns cost a 32-byte sector an entry: at T = 65536, 27% of the call's L2
+// sectors, and leaving them out took 1 us off a 7.8 us call (H200, a diagnostic build). This
+// way: T = 65536, SGLang 1.5-6% faster, exact up to 7% (H200).
+template <typename Id>
+__device__ __forceinline__ void RowMajorStores(const Shape& sh, Id* slots, float* weights, int rows,
+                                               const int* stage_slot, const float* stage_weight,
+                                               const int* stage_rank) {
+  const int width = sh.k + sh.s;
+  const int total = rows * width;
+  const int step_t = kThreads / width, step_c = kThreads % width;
+  int t = static_cast<int>(threadIdx.x) / width;
+  int c = static_cast<int>(threadIdx.x) - t * width;
+#pragma unroll 4
+  for (int o = threadIdx.x; o < total; o += kThreads) {
+    int slot;
+    float weight;
+    if (c < sh.k) {
+      slot = stage_slot[o - t * sh.s];
+      weight = stage_weight[o - t * sh.s];
+    } else {
+      const int dest = stage_rank[t];
+      slot = dest >= 0 ? dest * (sh.l + sh.s) + sh.l + (c - sh.k) : -1;
+      weight = dest >= 0 ? sh.shared_weight : 0.0f;
+    }
+    slots[o] = static_cast<Id>(slot);
+    weights[o] = weight;
+    t += step_t;
+    c += step_c;
+    if (c >= width) {
+      c -= width;
+      ++t;
+    }
+  }
+}
+
+// kRowMajor: blocks of one batch store through RowMajorStores (a kernel of its own, so that
+// the one-element calls keep their code as it was: the row-major code's mere presence in their
+// kernel cost them 3-5%; H200).
 // kOverlap: RouteTopkParams::overlap_previous (a kernel of its own, so that the usual launch
 // keeps its straight prologue).
-template <typename Id, int kDispatch, bool kSharedBins, int kMode, bool kOverlap>
+template <typename Id, int kDispatch, bool kSharedBins, int kMode, bool kOverlap, bool kRowMajor>
 __global__ void __launch_bounds__(kThreads, 1) RouteTopkKernel(const Shape sh, const Args<Id> a) {
   extern __shared__ __align__(16) unsigned char smem[];
   PlanShared& plan = *reinterpret_cast<PlanShared*>(smem + sh.off_plan);
@@ -734,8 +803,15 @@ __global__ void __launch_bounds__(kThreads, 1) RouteTopkKernel(const Shape sh, c
     }
     rt.template Lookup<kBatch, true>(last_base, raw, wv, last);
   }
+  // A block of one batch stages its slots and weights for RowMajorStores.
+  const bool row_major = kRowMajor && sh.off_stage >= 0 && !single && rt.n <= kFull;
+  int* stage_slot = reinterpret_cast<int*>(smem + sh.off_stage);
+  float* stage_weight = reinterpret_cast<float*>(stage_slot + sh.rows_per_block * sh.k);
+  int* stage_rank = reinterpret_cast<int*>(stage_weight + sh.rows_per_block * sh.k);
   auto store_last = [&] {
-    if (single) {
+    if (row_major) {
+      rt.template StoreAndStage<kBatch>(0, last, stage_slot, stage_weight);
+    } else if (single) {
       rt.template Store<1, true>(0, one);
     } else {
       rt.template Store<kBatch, true>(last_base, last);
@@ -805,9 +881,10 @@ __global__ void __launch_bounds__(kThreads, 1) RouteTopkKernel(const Shape sh, c
     // needs neither: its polls fill plan.load and plan.total.
     if (kMode == 2 || !exchange) __syncthreads();
   }
-  // The histogram's global atomics, behind the exchange's: they complete while the blocks
-  // exchange instead of at the kernel's end (132 blocks x 288 same-address atomics at
-  // T = 65536).
+  // The histogram's global atomics, right behind the exchange's: they complete while the
+  // blocks exchange instead of at the kernel's end, which waited for them (at T = 65536, 132
+  // blocks x 288 atomics, 132 on each address). H200: 1-9% faster at every size (T = 65536,
+  // W = 8: 7%; T = 4096, W = 512: 7%).
   if (kSharedBins && a.counts != nullptr) {
     for (int i = threadIdx.x; i < sh.p; i += kThreads) {
       if (rt.bins[i] != 0) atomicAdd(&a.counts[i], static_cast<unsigned long long>(rt.bins[i]));
@@ -819,8 +896,11 @@ __global__ void __launch_bounds__(kThreads, 1) RouteTopkKernel(const Shape sh, c
   // stores, and the warp's plan, with few shared-memory accesses, runs at speed while they
   // drain after the exchange. H200, T = 65536: 4% (SGLang) and 4-12% (exact) faster at W = 8
   // to 144; the exact plan at W = 512 and the block-wide plan (its scans behind the stores)
-  // were 1% and 2-6% slower that way.
-  const bool late = defer && !single && exchange && (kMode == 2 ? sh.w < 256 : sh.w <= 32);
+  // were 1% and 2-6% slower that way. A row-major block (which stores only its physical ids
+  // here, and stages the rest) does so early under SGLang (W = 8: 1.7% faster than late) and
+  // late under the exact policy (W = 8 and 32: 4% and 2% faster than early).
+  const bool late =
+      defer && !single && exchange && (kMode == 2 ? sh.w < 256 : sh.w <= 32 && !row_major);
   if (defer && !late) store_last();
   // SGLang's plan on one warp (W <= 32) runs on the warp that polls the exchange words.
   const bool warp_plan = exchange && kMode == 1 && sh.w <= 32;
@@ -881,19 +961,25 @@ __global__ void __launch_bounds__(kThreads, 1) RouteTopkKernel(const Shape sh, c
       }
     }
   }
-  if (late) rt.template Store<kBatch, true>(last_base, last);  // (late: batches)
+  if (late) store_last();  // (late: batches)
   if (sh.s != 0 || a.shared_rank != nullptr)
-    Expand<Id, kMode>(sh, a, plan, rt.flags, balance, exchange, warp_plan, row0, row1);
+    Expand<Id, kMode>(sh, a, plan, rt.flags, balance, exchange, warp_plan, row0, row1,
+                      row_major ? stage_rank : nullptr);
+  if (row_major) {
+    __syncthreads();
+    RowMajorStores(sh, a.slots + o0, a.weights + o0, rows, stage_slot, stage_weight, stage_rank);
+  }
   EPLB_MARK(5);
 }
 
 // A launch's shared memory: the staged table or the slot table, the bins, the plan and the row
 // flags (byte offsets, -1 for an absent part), and its size.
 struct SmemLayout {
-  int table = -1, bins = 0, plan = 0, flags = -1;
+  int table = -1, bins = 0, plan = 0, flags = -1, stage = -1;
   size_t bytes = 0;
 };
-constexpr SmemLayout Layout(bool staged, int e, int p, int w, bool shared_bins, int rows) {
+constexpr SmemLayout Layout(bool staged, int e, int p, int w, bool shared_bins, int rows,
+                            int stage_elements) {
   SmemLayout l;
   size_t off = 0;
   if (staged) {
@@ -910,14 +996,25 @@ constexpr SmemLayout Layout(bool staged, int e, int p, int w, bool shared_bins, 
   if (rows <= kMaxRowFlags) {
     l.flags = static_cast<int>(off);
     off += Align16(static_cast<size_t>(rows));
+    if (stage_elements > 0) {
+      l.stage = static_cast<int>(off);
+      off += Align16(8 * static_cast<size_t>(stage_elements) + 4 * static_cast<size_t>(rows));
+    }
   }
   l.bytes = off;
   return l;
 }
 // The largest layout a launch can ask for (a staged table needs E <= kMaxStagedTable, shared
 // bins P <= kMaxSharedBins; every other part is smaller).
-constexpr size_t kMaxSmem =
-    Layout(true, kMaxStagedTable, kMaxSharedBins, kRouteMaxRanks, true, kMaxRowFlags).bytes;
+constexpr size_t kMaxSmem = Layout(true, kMaxStagedTable, kMaxSharedBins, kRouteMaxRanks, true,
+                                   kMaxRowFlags, (kThreads * kBatch))
+                                .bytes;
+
+// Kernels with a row-major variant: the static staged table with shared bins (the usual case),
+// to keep the count of kernels down.
+constexpr bool CanRowMajor(int dispatch, bool shared_bins) {
+  return dispatch == kStagedTable && shared_bins;
+}
 
 // Blocks of this kernel that can be resident at once on the device, at the largest layout.
 // (The device's multiprocessor count goes to *sms.)
@@ -928,9 +1025,12 @@ int MaxResidentBlocks(int* sms) {
     int device = 0, per_sm = INT_MAX;
     cudaGetDevice(&device);
     cudaDeviceGetAttribute(&sm_count, cudaDevAttrMultiProcessorCount, device);
-    // Both variants (plain and overlapping): one grid size serves both.
-    for (auto kernel : {RouteTopkKernel<Id, kDispatch, kSharedBins, kMode, false>,
-                        RouteTopkKernel<Id, kDispatch, kSharedBins, kMode, true>}) {
+    // Every variant (plain and overlapping, row-major or not): one grid size serves all.
+    constexpr bool kRm = CanRowMajor(kDispatch, kSharedBins);
+    for (auto kernel : {RouteTopkKernel<Id, kDispatch, kSharedBins, kMode, false, false>,
+                        RouteTopkKernel<Id, kDispatch, kSharedBins, kMode, true, false>,
+                        RouteTopkKernel<Id, kDispatch, kSharedBins, kMode, false, kRm>,
+                        RouteTopkKernel<Id, kDispatch, kSharedBins, kMode, true, kRm>}) {
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                            static_cast<int>(kMaxSmem));
       int blocks = 0;
@@ -972,12 +1072,20 @@ absl::Status LaunchOne(Shape sh, const RouteTopkParams& p, const RouteTopkBuffer
   if (blocks < 1) blocks = 1;
   sh.rows_per_block = static_cast<int>((p.num_tokens + blocks - 1) / blocks);
   blocks = (p.num_tokens + sh.rows_per_block - 1) / sh.rows_per_block;  // none without rows
-  const SmemLayout smem = Layout(kDispatch == kStagedTable, p.num_logical, p.num_physical,
-                                 p.ep_size, kSharedBins, sh.rows_per_block);
+  // Blocks of one batch (more than one element a thread) store their rows in row order
+  // (RowMajorStores) when there are shared columns.
+  const int64_t block_elements = static_cast<int64_t>(sh.rows_per_block) * p.top_k;
+  constexpr bool kRm = CanRowMajor(kDispatch, kSharedBins);
+  const bool row_major =
+      kRm && p.num_shared > 0 && block_elements > kThreads && block_elements <= kThreads * kBatch;
+  const SmemLayout smem =
+      Layout(kDispatch == kStagedTable, p.num_logical, p.num_physical, p.ep_size, kSharedBins,
+             sh.rows_per_block, row_major ? static_cast<int>(block_elements) : 0);
   sh.off_table = smem.table;
   sh.off_bins = smem.bins;
   sh.off_plan = smem.plan;
   sh.off_flags = smem.flags;
+  sh.off_stage = smem.stage;
   sh.word_stride = WordStride(p.ep_size);
   sh.narrow = sh.word_stride == 1 &&
               static_cast<int64_t>(p.num_tokens) * p.top_k < (int64_t{1} << kArrivalShift32);
@@ -998,8 +1106,11 @@ absl::Status LaunchOne(Shape sh, const RouteTopkParams& p, const RouteTopkBuffer
   void* kargs[] = {&sh, &args};
   const bool exchange = balance && blocks > 1;
   const bool overlap = p.overlap_previous;
-  auto kernel = overlap ? RouteTopkKernel<Id, kDispatch, kSharedBins, kMode, true>
-                        : RouteTopkKernel<Id, kDispatch, kSharedBins, kMode, false>;
+  auto kernel =
+      overlap ? (row_major ? RouteTopkKernel<Id, kDispatch, kSharedBins, kMode, true, kRm>
+                           : RouteTopkKernel<Id, kDispatch, kSharedBins, kMode, true, false>)
+              : (row_major ? RouteTopkKernel<Id, kDispatch, kSharedBins, kMode, false, kRm>
+                           : RouteTopkKernel<Id, kDispatch, kSharedBins, kMode, false, false>);
   cudaLaunchAttribute attrs[2] = {};
   cudaLaunchConfig_t config = {};
   config.gridDim = dim3(static_cast<unsigned>(blocks));

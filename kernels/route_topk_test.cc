@@ -267,6 +267,10 @@ std::vector<Case> Cases() {
     out.push_back({4096, 8, 300, 1, 44, 1, RouteDispatch::kStatic, f});
     out.push_back({5000, 8, 600, 1, 344, 1, RouteDispatch::kDynamic, f, 0, true});
     out.push_back({600, 16, 1024, 2, 0, 2, RouteDispatch::kDynamic, f, 0, true});
+    // Blocks of one batch store their rows whole (row-major), here with K = 6 (rows across
+    // warps) and S = 2; 64-bit exchange words on consecutive lines (2^21 elements or more).
+    out.push_back({20000, 6, 64, 9, 64, 2, RouteDispatch::kStatic, f});
+    out.push_back({270000, 8, 256, 2, 256, 1, RouteDispatch::kStatic, f});
   }
   // A logical table past the staged limit (4096 entries): lookups from global memory.
   out.push_back({3000, 8, 8, 640, 32, 1, RouteDispatch::kStatic, RouteWaterfill::kExact});
@@ -342,7 +346,7 @@ TEST(RouteTopkGpuTest, MatchesTwinInt64) {
 // One workspace through calls that exchange counts between blocks and calls that do not, of
 // both policies and several grids: each must equal the twin (the exchange words must be clean
 // at every call, whatever ran before). W = 32 keeps its exchange words 128 bytes apart, W = 300
-// on consecutive words.
+// on consecutive words, 32-bit ones but for the call of 2^21 elements or more.
 void MixedCallsOnOneWorkspace(int w) {
   const uint64_t seed = testing::FreshSeed();
   std::mt19937_64 rng(seed);
@@ -359,6 +363,7 @@ void MixedCallsOnOneWorkspace(int w) {
       {5000, 8, w, 9, 32, 1, RouteDispatch::kStatic, RouteWaterfill::kLocal, 9},
       {8192, 8, w, 9, 32, 1, RouteDispatch::kStatic, kS},
       {8192, 8, w, 9, 32, 1, RouteDispatch::kStatic, kE},
+      {270000, 8, w, 9, 32, 1, RouteDispatch::kStatic, kS},  // 64-bit words at W = 300 too
   };
   for (int round = 0; round < 3; ++round) {
     for (const Case& c : seq) {
