@@ -274,6 +274,8 @@ std::vector<Case> Cases() {
   }
   // A logical table past the staged limit (4096 entries): lookups from global memory.
   out.push_back({3000, 8, 8, 640, 32, 1, RouteDispatch::kStatic, RouteWaterfill::kExact});
+  // Slots past the staged entries' 16 bits (P = 33280): a small table, read from global memory.
+  out.push_back({3000, 8, 64, 520, 29280, 1, RouteDispatch::kStatic, RouteWaterfill::kSglang});
   return out;
 }
 
