@@ -136,7 +136,8 @@ Workspace Carve(void* base, int w) {
 // per-element code has no run-time branch between the ways.
 enum DispatchKind {
   kStagedTable = 0,  // static table staged in shared memory, (physical, slot) packed in 32 bits
-  kGlobalTable = 1,  // static table read from global memory (E > kMaxStagedTable)
+  kGlobalTable = 1,  // static table read from global memory (E > kMaxStagedTable, or slots
+                     // past PackEntry's 16 bits)
   kReplicaPick = 2,  // dynamic: a hashed pick among the expert's replicas
 };
 
@@ -172,9 +173,9 @@ struct Shape {
   // Row-major stores of a one-batch block (RowMajorStores), or -1: int slot[rows * k],
   // float weight[rows * k], int shared rank[rows].
   int off_stage;
-  int word_stride;           // exchange words between ranks: WordStride(w)
-  bool narrow;               // 32-bit exchange words (n * k < 2^21), at the 64-bit words' offsets
-  int narrow_stride;         // 32-bit words between ranks: 1 if word_stride is, else 2 x it
+  int word_stride;  // exchange words between ranks: WordStride(w)
+  bool
+      narrow;  // 32-bit exchange words (word_stride 1, n * k < 2^21): rank r at byte 4 r of the set
   int step_rows, step_cols;  // kThreads / k and kThreads % k
   // DivMagic of l, k and w: x / d as one multiply-high (DivBy) on the set-up's and the plan's
   // latency chains, where a division is about 20 dependent instructions.
@@ -609,7 +610,8 @@ __device__ __forceinline__ void SetUp(const Shape& sh, const Args<Id>& a,
   }
 }
 
-// Plan (when balancing) and the shared columns of rows [row0, row1).
+// Plan (when balancing) and the shared columns of rows [row0, row1); with `stage_rank` (a
+// row-major block) each row's shared rank goes there instead, for RowMajorStores.
 // `planned`: the exchange's polling warp has already written the plan (SGLang, W <= 32).
 template <typename Id, int kMode>
 __device__ __forceinline__ void Expand(const Shape& sh, const Args<Id>& a, PlanShared& plan,
@@ -817,9 +819,11 @@ __global__ void __launch_bounds__(kThreads, 1) RouteTopkKernel(const Shape sh, c
   }
   // A block of one batch stages its slots and weights for RowMajorStores.
   const bool row_major = kRowMajor && sh.off_stage >= 0 && !single && rt.n <= kFull;
-  int* stage_slot = reinterpret_cast<int*>(smem + sh.off_stage);
-  float* stage_weight = reinterpret_cast<float*>(stage_slot + sh.rows_per_block * sh.k);
-  int* stage_rank = reinterpret_cast<int*>(stage_weight + sh.rows_per_block * sh.k);
+  int* stage_slot = row_major ? reinterpret_cast<int*>(smem + sh.off_stage) : nullptr;
+  float* stage_weight =
+      row_major ? reinterpret_cast<float*>(stage_slot + sh.rows_per_block * sh.k) : nullptr;
+  int* stage_rank =
+      row_major ? reinterpret_cast<int*>(stage_weight + sh.rows_per_block * sh.k) : nullptr;
   auto store_last = [&] {
     if (row_major) {
       rt.template StoreAndStage<kBatch>(0, last, stage_slot, stage_weight);
@@ -856,8 +860,7 @@ __global__ void __launch_bounds__(kThreads, 1) RouteTopkKernel(const Shape sh, c
     auto publish = [&](int r, unsigned load) {
       if (exchange) {
         if (sh.narrow) {
-          atomicAdd(reinterpret_cast<unsigned*>(words) + r * sh.narrow_stride,
-                    (1u << kArrivalShift32) + load);
+          atomicAdd(reinterpret_cast<unsigned*>(words) + r, (1u << kArrivalShift32) + load);
         } else {
           atomicAdd(&words[r * stride], (1ull << kArrivalShift) + load);
         }
@@ -890,7 +893,8 @@ __global__ void __launch_bounds__(kThreads, 1) RouteTopkKernel(const Shape sh, c
       if ((threadIdx.x & 31) == 0 && mine != 0) atomicAdd(&plan.total, mine);
     }
     // plan.block_valid, and (one block) plan.load and plan.total complete. SGLang's exchange
-    // needs neither: its polls fill plan.load and plan.total.
+    // needs neither: its polls fill plan.load, and plan.total too unless the polling warp
+    // plans (warp_plan), which sums the loads in registers.
     if (kMode == 2 || !exchange) __syncthreads();
   }
   // The histogram's global atomics, right behind the exchange's: they complete while the
@@ -910,7 +914,7 @@ __global__ void __launch_bounds__(kThreads, 1) RouteTopkKernel(const Shape sh, c
   // to 144; the exact plan at W = 512 and the block-wide plan (its scans behind the stores)
   // were 1% and 2-6% slower that way. A row-major block (which stores only its physical ids
   // here, and stages the rest) does so early under SGLang (W = 8: 1.7% faster than late) and
-  // late under the exact policy (W = 8 and 32: 4% and 2% faster than early).
+  // late under the exact policy below 256 ranks (W = 8 and 32: 4% and 2% faster than early).
   const bool late =
       defer && !single && exchange && (kMode == 2 ? sh.w < 256 : sh.w <= 32 && !row_major);
   if (defer && !late) store_last();
@@ -932,7 +936,7 @@ __global__ void __launch_bounds__(kThreads, 1) RouteTopkKernel(const Shape sh, c
     for (int r = threadIdx.x; r < sh.w; r += kThreads) {
       unsigned load;
       if (sh.narrow) {
-        const unsigned* word = reinterpret_cast<const unsigned*>(words) + r * sh.narrow_stride;
+        const unsigned* word = reinterpret_cast<const unsigned*>(words) + r;
         unsigned v = LoadRelaxed(word);
         while ((v >> kArrivalShift32) != gridDim.x) v = LoadRelaxed(word);
         load = v & kLoadMask32;
@@ -975,8 +979,7 @@ __global__ void __launch_bounds__(kThreads, 1) RouteTopkKernel(const Shape sh, c
   }
   if (late) store_last();  // (late: batches)
   if (sh.s != 0 || a.shared_rank != nullptr)
-    Expand<Id, kMode>(sh, a, plan, rt.flags, balance, exchange, warp_plan, row0, row1,
-                      row_major ? stage_rank : nullptr);
+    Expand<Id, kMode>(sh, a, plan, rt.flags, balance, exchange, warp_plan, row0, row1, stage_rank);
   if (row_major) {
     __syncthreads();
     RowMajorStores(sh, a.slots + o0, a.weights + o0, rows, stage_slot, stage_weight, stage_rank);
@@ -985,7 +988,7 @@ __global__ void __launch_bounds__(kThreads, 1) RouteTopkKernel(const Shape sh, c
 }
 
 // A launch's shared memory: the staged table or the slot table, the bins, the plan and the row
-// flags (byte offsets, -1 for an absent part), and its size.
+// flags, and a row-major block's staging (byte offsets, -1 for an absent part), and its size.
 struct SmemLayout {
   int table = -1, bins = 0, plan = 0, flags = -1, stage = -1;
   size_t bytes = 0;
@@ -1101,7 +1104,6 @@ absl::Status LaunchOne(Shape sh, const RouteTopkParams& p, const RouteTopkBuffer
   sh.word_stride = WordStride(p.ep_size);
   sh.narrow = sh.word_stride == 1 &&
               static_cast<int64_t>(p.num_tokens) * p.top_k < (int64_t{1} << kArrivalShift32);
-  sh.narrow_stride = sh.word_stride == 1 ? 1 : 2 * sh.word_stride;
   Args<Id> args{b.logical,
                 b.routed_weights,
                 p.static_table,
@@ -1151,9 +1153,9 @@ absl::Status LaunchMode(const Shape& sh, const RouteTopkParams& p, const RouteTo
     return shared_bins ? LaunchOne<Id, kReplicaPick, true, kMode>(sh, p, b, ws, stream)
                        : LaunchOne<Id, kReplicaPick, false, kMode>(sh, p, b, ws, stream);
   }
-  // Staged entries pack the physical id and the slot in 16 bits each (PackEntry).
+  // Staged entries pack the physical id and the slot in 16 bits each (PackEntry): every slot
+  // is below W (L + S) and every physical id below W L.
   const bool staged_fits =
-      p.num_physical <= 32767 &&
       static_cast<int64_t>(p.ep_size) * (p.num_physical / p.ep_size + p.num_shared) <= 32767;
   if (p.num_logical <= kMaxStagedTable && staged_fits) {
     return shared_bins ? LaunchOne<Id, kStagedTable, true, kMode>(sh, p, b, ws, stream)

@@ -267,15 +267,20 @@ std::vector<Case> Cases() {
     out.push_back({4096, 8, 300, 1, 44, 1, RouteDispatch::kStatic, f});
     out.push_back({5000, 8, 600, 1, 344, 1, RouteDispatch::kDynamic, f, 0, true});
     out.push_back({600, 16, 1024, 2, 0, 2, RouteDispatch::kDynamic, f, 0, true});
-    // Blocks of one batch store their rows whole (row-major), here with K = 6 (rows across
-    // warps) and S = 2; 64-bit exchange words on consecutive lines (2^21 elements or more).
-    out.push_back({20000, 6, 64, 9, 64, 2, RouteDispatch::kStatic, f});
+    // Blocks of one batch store their rows whole (row-major): K = 5 and S = 2 (rows of 7
+    // entries, which do not divide a block's 512 threads), the last block of one element a
+    // thread (88 rows); and a forced grid of 65-row blocks whose last has 63 rows. Then 64-bit
+    // exchange words on consecutive lines (2^21 elements or more).
+    out.push_back({20000, 5, 64, 9, 64, 2, RouteDispatch::kStatic, f});
+    out.push_back({193, 8, 8, 36, 32, 1, RouteDispatch::kStatic, f, 3});
     out.push_back({270000, 8, 256, 2, 256, 1, RouteDispatch::kStatic, f});
   }
   // A logical table past the staged limit (4096 entries): lookups from global memory.
   out.push_back({3000, 8, 8, 640, 32, 1, RouteDispatch::kStatic, RouteWaterfill::kExact});
-  // Slots past the staged entries' 16 bits (P = 33280): a small table, read from global memory.
+  // Past the staged entries' 16 bits, small tables read from global memory: physical ids and
+  // slots (P = 33280), and slots alone (P = 32000, W (L + S) = 33280).
   out.push_back({3000, 8, 64, 520, 29280, 1, RouteDispatch::kStatic, RouteWaterfill::kSglang});
+  out.push_back({3000, 8, 64, 500, 28000, 20, RouteDispatch::kStatic, RouteWaterfill::kExact});
   return out;
 }
 
