@@ -174,8 +174,7 @@ struct Shape {
   // float weight[rows * k], int shared rank[rows].
   int off_stage;
   int word_stride;  // exchange words between ranks: WordStride(w)
-  bool
-      narrow;  // 32-bit exchange words (word_stride 1, n * k < 2^21): rank r at byte 4 r of the set
+  bool narrow;      // 32-bit exchange words (word_stride 1, n * k < 2^21): rank r at byte 4 r
   int step_rows, step_cols;  // kThreads / k and kThreads % k
   // DivMagic of l, k and w: x / d as one multiply-high (DivBy) on the set-up's and the plan's
   // latency chains, where a division is about 20 dependent instructions.
@@ -432,8 +431,9 @@ __device__ bool RowHasRoutedId(const Id* physical, int t, int k) {
 // took 5.8 shared-memory wavefronts a warp (two half-warps, each with its bank conflicts;
 // Nsight Compute, T = 65536 on an H200), and the route phase of large calls is bound by
 // shared-memory wavefronts: 32 bits were 0.4-1.4% faster at T = 65536 (no change below).
-// The launcher stages only when both fit (`staged_fits`); otherwise it reads the table from
+// The launcher stages only when both fit (kMaxPacked); otherwise it reads the table from
 // global memory.
+constexpr int kMaxPacked = 32767;
 __device__ __forceinline__ int PackEntry(int pk, int slot) {
   return static_cast<int>((static_cast<unsigned>(slot) << 16) |
                           (static_cast<unsigned>(pk) & 0xffffu));
@@ -1031,6 +1031,23 @@ constexpr bool CanRowMajor(int dispatch, bool shared_bins) {
   return dispatch == kStagedTable && shared_bins;
 }
 
+// The kernel of a launch: plain or overlapping, row-major or not (kernels without a row-major
+// variant take the other for both).
+template <typename Id, int kDispatch, bool kSharedBins, int kMode>
+const void* KernelFor(bool overlap, bool row_major) {
+  constexpr bool kRm = CanRowMajor(kDispatch, kSharedBins);
+  // Indexed by overlap + 2 row_major. Their order here is their order in the module, kept as it
+  // was: where code lies moves the figures by a few percent.
+  const void* kernels[4] = {
+      reinterpret_cast<const void*>(
+          RouteTopkKernel<Id, kDispatch, kSharedBins, kMode, false, false>),
+      reinterpret_cast<const void*>(
+          RouteTopkKernel<Id, kDispatch, kSharedBins, kMode, true, false>),
+      reinterpret_cast<const void*>(RouteTopkKernel<Id, kDispatch, kSharedBins, kMode, false, kRm>),
+      reinterpret_cast<const void*>(RouteTopkKernel<Id, kDispatch, kSharedBins, kMode, true, kRm>)};
+  return kernels[(overlap ? 1 : 0) + (row_major ? 2 : 0)];
+}
+
 // Blocks of this kernel that can be resident at once on the device, at the largest layout.
 // (The device's multiprocessor count goes to *sms.)
 template <typename Id, int kDispatch, bool kSharedBins, int kMode>
@@ -1041,11 +1058,8 @@ int MaxResidentBlocks(int* sms) {
     cudaGetDevice(&device);
     cudaDeviceGetAttribute(&sm_count, cudaDevAttrMultiProcessorCount, device);
     // Every variant (plain and overlapping, row-major or not): one grid size serves all.
-    constexpr bool kRm = CanRowMajor(kDispatch, kSharedBins);
-    for (auto kernel : {RouteTopkKernel<Id, kDispatch, kSharedBins, kMode, false, false>,
-                        RouteTopkKernel<Id, kDispatch, kSharedBins, kMode, true, false>,
-                        RouteTopkKernel<Id, kDispatch, kSharedBins, kMode, false, kRm>,
-                        RouteTopkKernel<Id, kDispatch, kSharedBins, kMode, true, kRm>}) {
+    for (int v = 0; v < 4; ++v) {
+      const void* kernel = KernelFor<Id, kDispatch, kSharedBins, kMode>(v & 1, (v & 2) != 0);
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                            static_cast<int>(kMaxSmem));
       int blocks = 0;
@@ -1090,9 +1104,8 @@ absl::Status LaunchOne(Shape sh, const RouteTopkParams& p, const RouteTopkBuffer
   // Blocks of one batch (more than one element a thread) store their rows in row order
   // (RowMajorStores) when there are shared columns.
   const int64_t block_elements = static_cast<int64_t>(sh.rows_per_block) * p.top_k;
-  constexpr bool kRm = CanRowMajor(kDispatch, kSharedBins);
-  const bool row_major =
-      kRm && p.num_shared > 0 && block_elements > kThreads && block_elements <= kThreads * kBatch;
+  const bool row_major = CanRowMajor(kDispatch, kSharedBins) && p.num_shared > 0 &&
+                         block_elements > kThreads && block_elements <= kThreads * kBatch;
   const SmemLayout smem =
       Layout(kDispatch == kStagedTable, p.num_logical, p.num_physical, p.ep_size, kSharedBins,
              sh.rows_per_block, row_major ? static_cast<int>(block_elements) : 0);
@@ -1120,11 +1133,7 @@ absl::Status LaunchOne(Shape sh, const RouteTopkParams& p, const RouteTopkBuffer
   void* kargs[] = {&sh, &args};
   const bool exchange = balance && blocks > 1;
   const bool overlap = p.overlap_previous;
-  auto kernel =
-      overlap ? (row_major ? RouteTopkKernel<Id, kDispatch, kSharedBins, kMode, true, kRm>
-                           : RouteTopkKernel<Id, kDispatch, kSharedBins, kMode, true, false>)
-              : (row_major ? RouteTopkKernel<Id, kDispatch, kSharedBins, kMode, false, kRm>
-                           : RouteTopkKernel<Id, kDispatch, kSharedBins, kMode, false, false>);
+  const void* kernel = KernelFor<Id, kDispatch, kSharedBins, kMode>(overlap, row_major);
   cudaLaunchAttribute attrs[2] = {};
   cudaLaunchConfig_t config = {};
   config.gridDim = dim3(static_cast<unsigned>(blocks));
@@ -1140,8 +1149,7 @@ absl::Status LaunchOne(Shape sh, const RouteTopkParams& p, const RouteTopkBuffer
     attrs[config.numAttrs].id = cudaLaunchAttributeProgrammaticStreamSerialization;
     attrs[config.numAttrs++].val.programmaticStreamSerializationAllowed = 1;
   }
-  EPLB_CUDA_RETURN_IF_ERROR(
-      cudaLaunchKernelExC(&config, reinterpret_cast<const void*>(kernel), kargs));
+  EPLB_CUDA_RETURN_IF_ERROR(cudaLaunchKernelExC(&config, kernel, kargs));
   return absl::OkStatus();
 }
 
@@ -1156,7 +1164,7 @@ absl::Status LaunchMode(const Shape& sh, const RouteTopkParams& p, const RouteTo
   // Staged entries pack the physical id and the slot in 16 bits each (PackEntry): every slot
   // is below W (L + S) and every physical id below W L.
   const bool staged_fits =
-      static_cast<int64_t>(p.ep_size) * (p.num_physical / p.ep_size + p.num_shared) <= 32767;
+      static_cast<int64_t>(p.ep_size) * (p.num_physical / p.ep_size + p.num_shared) <= kMaxPacked;
   if (p.num_logical <= kMaxStagedTable && staged_fits) {
     return shared_bins ? LaunchOne<Id, kStagedTable, true, kMode>(sh, p, b, ws, stream)
                        : LaunchOne<Id, kStagedTable, false, kMode>(sh, p, b, ws, stream);
